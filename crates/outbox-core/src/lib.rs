@@ -1,0 +1,30 @@
+//! The domain of the transactional outbox, free of any database or broker.
+//!
+//! This crate owns the event envelope ([`NewEvent`] on the way in, [`Event`] once
+//! stored), the rules that every store applies before writing ([`Limits`]), the
+//! traits that stores and publishers implement ([`OutboxStore`], [`Publisher`]) and
+//! the one error type that all of them return ([`Error`], classified by
+//! [`ErrorKind`]). Store and broker adapters depend on it, never the other way round.
+
+mod cloudevents;
+mod error;
+mod event;
+mod identifier;
+pub mod migration;
+mod publisher;
+mod store;
+pub mod trace;
+
+pub use cloudevents::{CloudEventAttributes, SPEC_VERSION, format_sequence};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventId, Headers, Limits, NewEvent, Payload};
+pub use identifier::Identifier;
+pub use publisher::Publisher;
+pub use store::{Enqueued, OutboxStore, Status};
+
+/// How many partitions the keys are hashed into.
+///
+/// Relays own partitions, not single keys, so that the ownership table stays small
+/// however many keys there are. The number is part of the schema: every stored
+/// event carries its partition, computed once when it is enqueued.
+pub const PARTITION_COUNT: u16 = 256;

@@ -1,0 +1,133 @@
+//! Fixtures for the integration tests: each test gets a PostgreSQL schema or a
+//! SQLite file of its own, so tests run in parallel without seeing each other.
+//!
+//! A test that needs a service asks for it through [`pg`]. When the service
+//! cannot be reached the fixture panics if `CI=true` (a missing service must fail
+//! the build) and otherwise prints why the test is skipped and returns `None`.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use outbox_core::Identifier;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions};
+
+/// The PostgreSQL server tests use, unless `OUTBOX_TEST_DATABASE_URL` says otherwise.
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The URL of the test PostgreSQL server.
+pub fn pg_url() -> String {
+    std::env::var("OUTBOX_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+/// Whether the tests run under CI, where a missing service is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Reports that `service` is unreachable: panics under CI, otherwise prints that
+/// the test `test` is skipped and why.
+pub fn unreachable(service: &str, test: &str, cause: &dyn std::fmt::Display) {
+    if in_ci() {
+        panic!("{service} is required under CI=true and is unreachable: {cause}");
+    }
+    eprintln!("skipped {test}: {service} is unreachable: {cause}");
+}
+
+/// A private schema on the test PostgreSQL server, dropped by [`PgSchema::drop`].
+pub struct PgSchema {
+    /// A pool on the test database.
+    pub pool: PgPool,
+    /// The schema name, unique to this fixture.
+    pub schema: Identifier,
+    /// The database URL the pool was opened with.
+    pub url: String,
+}
+
+/// A fresh, unused schema name on the test server, or `None` when PostgreSQL is
+/// unreachable outside CI. The schema itself is not created.
+pub async fn pg(test: &str) -> Option<PgSchema> {
+    let url = pg_url();
+    let options = match PgConnectOptions::from_str(&url) {
+        Ok(o) => o.disable_statement_logging(),
+        Err(e) => panic!("OUTBOX_TEST_DATABASE_URL is not a postgres url: {e}"),
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await;
+    match pool {
+        Ok(pool) => Some(PgSchema {
+            pool,
+            schema: unique_schema(),
+            url,
+        }),
+        Err(e) => {
+            unreachable("postgresql", test, &e);
+            None
+        }
+    }
+}
+
+fn unique_schema() -> Identifier {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    Identifier::new(&format!("t_{}", &id[id.len() - 20..])).expect("generated name is valid")
+}
+
+impl PgSchema {
+    /// Drops the schema and everything in it.
+    pub async fn drop(self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema.quoted());
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&self.pool)
+            .await
+            .expect("drop test schema");
+        self.pool.close().await;
+    }
+}
+
+/// A SQLite database file in a directory of its own, removed on drop.
+pub struct SqliteFile {
+    /// The database file.
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SqliteFile {
+    /// A fresh, not yet created database file.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("create temporary directory");
+        SqliteFile {
+            path: dir.path().join("outbox.db"),
+            _dir: dir,
+        }
+    }
+
+    /// `sqlite://PATH` for the file.
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+
+    /// A pool on the file, creating it, in WAL mode with a generous busy timeout.
+    pub async fn pool(&self) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(&self.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(30));
+        SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .expect("open sqlite test database")
+    }
+}
+
+impl Default for SqliteFile {
+    fn default() -> Self {
+        SqliteFile::new()
+    }
+}
