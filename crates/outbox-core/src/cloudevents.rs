@@ -77,8 +77,15 @@ mod tests {
     fn sequences_sort_as_strings_like_numbers() {
         let mut values: Vec<String> = [10, 9, 100, 1].into_iter().map(format_sequence).collect();
         values.sort();
-        assert_eq!(values, ["0000000000000000001", "0000000000000000009",
-            "0000000000000000010", "0000000000000000100"]);
+        assert_eq!(
+            values,
+            [
+                "0000000000000000001",
+                "0000000000000000009",
+                "0000000000000000010",
+                "0000000000000000100"
+            ]
+        );
     }
 
     #[test]

@@ -66,8 +66,9 @@ impl Payload {
 
     /// Serializes `value` as a JSON payload.
     pub fn json(value: &impl Serialize) -> Result<Self> {
-        let bytes = serde_json::to_vec(value)
-            .map_err(|e| Error::invalid_input("payload cannot be serialized as json").with_source(e))?;
+        let bytes = serde_json::to_vec(value).map_err(|e| {
+            Error::invalid_input("payload cannot be serialized as json").with_source(e)
+        })?;
         Ok(Payload {
             content_type: Payload::JSON.to_owned(),
             bytes,
@@ -184,7 +185,12 @@ impl NewEvent {
         event_type: impl Into<String>,
         value: &impl Serialize,
     ) -> Result<Self> {
-        Ok(NewEvent::new(stream, key, event_type, Payload::json(value)?))
+        Ok(NewEvent::new(
+            stream,
+            key,
+            event_type,
+            Payload::json(value)?,
+        ))
     }
 
     /// Replaces the generated id, for callers that make their own UUIDv7s.
@@ -304,7 +310,11 @@ fn check_event_type(event_type: &str) -> Result<()> {
     if event_type.is_empty() {
         return Err(Error::invalid_input("event type is empty"));
     }
-    if event_type.len() > 255 || event_type.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if event_type.len() > 255
+        || event_type
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(Error::invalid_input(format!(
             "invalid event type {event_type:?}: expected up to 255 characters without spaces"
         )));
@@ -406,7 +416,12 @@ mod tests {
 
     #[test]
     fn json_payloads_must_parse() {
-        let e = NewEvent::new("orders", "k", "t", Payload::bytes("application/json", "{nope"));
+        let e = NewEvent::new(
+            "orders",
+            "k",
+            "t",
+            Payload::bytes("application/json", "{nope"),
+        );
         assert!(rejection(e).contains("not valid json"));
 
         let e = NewEvent::new(
@@ -427,7 +442,12 @@ mod tests {
             max_payload_bytes: 8,
             ..Limits::default()
         };
-        let e = NewEvent::new("orders", "k", "t", Payload::bytes("text/plain", vec![b'x'; 9]));
+        let e = NewEvent::new(
+            "orders",
+            "k",
+            "t",
+            Payload::bytes("text/plain", vec![b'x'; 9]),
+        );
         let err = e.validate(&limits).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert!(err.to_string().contains("exceeds the limit of 8 bytes"));

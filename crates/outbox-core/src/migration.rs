@@ -87,12 +87,23 @@ mod tests {
     use crate::ErrorKind;
 
     const EMBEDDED: &[Migration] = &[
-        Migration { version: 1, description: "one", sql: "CREATE TABLE a (x int)" },
-        Migration { version: 2, description: "two", sql: "CREATE TABLE b (x int)" },
+        Migration {
+            version: 1,
+            description: "one",
+            sql: "CREATE TABLE a (x int)",
+        },
+        Migration {
+            version: 2,
+            description: "two",
+            sql: "CREATE TABLE b (x int)",
+        },
     ];
 
     fn record(upto: usize) -> Vec<(i64, String)> {
-        EMBEDDED[..upto].iter().map(|m| (m.version, m.checksum())).collect()
+        EMBEDDED[..upto]
+            .iter()
+            .map(|m| (m.version, m.checksum()))
+            .collect()
     }
 
     #[test]
@@ -118,7 +129,17 @@ mod tests {
     #[test]
     fn requires_the_exact_version() {
         require_version("db", 2, 2).unwrap();
-        assert!(require_version("db", 1, 2).unwrap_err().to_string().contains("outbox migrate"));
-        assert!(require_version("db", 3, 2).unwrap_err().to_string().contains("upgrade"));
+        assert!(
+            require_version("db", 1, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("outbox migrate")
+        );
+        assert!(
+            require_version("db", 3, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("upgrade")
+        );
     }
 }

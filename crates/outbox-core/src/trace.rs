@@ -45,7 +45,9 @@ pub fn current_traceparent() -> Option<String> {
 pub fn parse_traceparent(value: &str) -> Result<()> {
     let parts: Vec<&str> = value.split('-').collect();
     let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     let zero = |s: &str| s.bytes().all(|b| b == b'0');
 

@@ -47,14 +47,11 @@ CREATE TABLE __SCHEMA__.events (
     next_attempt_at timestamptz,
     CONSTRAINT events_event_id_key UNIQUE (event_id),
     CONSTRAINT events_position_key UNIQUE (stream, key, seq),
-    CONSTRAINT events_stream_check CHECK (stream <> ''),
+    CONSTRAINT events_stream_check CHECK (stream ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$'),
     CONSTRAINT events_key_check CHECK (key <> ''),
     CONSTRAINT events_event_type_check CHECK (event_type <> ''),
     CONSTRAINT events_headers_check CHECK (jsonb_typeof(headers) = 'object')
 );
-
--- The relay claims by partition in id order.
-CREATE INDEX events_claim_idx ON __SCHEMA__.events (partition, id);
 
 -- Events whose publication gave up, kept apart with their last error.
 CREATE TABLE __SCHEMA__.dead_letters (
@@ -111,8 +108,9 @@ BEGIN
     NEW.id := nextval('__SCHEMA__.events_id_seq');
     NEW.partition := (hashtextextended(NEW.stream || E'\n' || NEW.key, 0) & 255)::smallint;
 
-    IF lower(split_part(NEW.content_type, ';', 1)) = 'application/json'
-       OR lower(split_part(NEW.content_type, ';', 1)) LIKE '%+json' THEN
+    -- The library's rule: the media type before any `;`, trimmed, ignoring case.
+    IF lower(btrim(split_part(NEW.content_type, ';', 1), E' \t')) = 'application/json'
+       OR lower(btrim(split_part(NEW.content_type, ';', 1), E' \t')) LIKE '%+json' THEN
         -- Fails with invalid_text_representation (22P02) when it does not parse.
         -- No exception block: that would open a subtransaction per row.
         PERFORM convert_from(NEW.payload, 'UTF8')::jsonb;

@@ -40,8 +40,10 @@ pub async fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
             sqlx::Error::Database(_) | sqlx::Error::Configuration(_) => ErrorKind::Config,
             _ => ErrorKind::Unavailable,
         };
-        return Err(Error::new(kind, format!("could not connect to postgresql at {target}"))
-            .with_source(redact(e, url)));
+        return Err(
+            Error::new(kind, format!("could not connect to postgresql at {target}"))
+                .with_source(redact(e, url)),
+        );
     }
 
     Ok(PgPoolOptions::new()
@@ -63,16 +65,28 @@ fn describe(url: &str) -> String {
     }
 }
 
-/// The error's text with the URL's password, if any, replaced by `***`.
-fn redact(err: sqlx::Error, url: &str) -> Error {
-    let mut text = err.to_string();
-    if let Some(password) = url::Url::parse(url).ok().and_then(|u| u.password().map(str::to_owned))
-    {
-        if !password.is_empty() {
-            text = text.replace(&password, "***");
-        }
+/// A driver error's text with the URL's password, if any, replaced by `***`.
+#[derive(Debug)]
+struct Redacted(String);
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    Error::new(ErrorKind::Unavailable, text)
+}
+
+impl std::error::Error for Redacted {}
+
+fn redact(err: sqlx::Error, url: &str) -> Redacted {
+    let text = err.to_string();
+    let password = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+        .filter(|p| !p.is_empty());
+    Redacted(match password {
+        Some(p) => text.replace(&p, "***"),
+        None => text,
+    })
 }
 
 #[cfg(test)]

@@ -29,13 +29,17 @@ fn classify(code: &str) -> (ErrorKind, &'static str) {
             ErrorKind::Config,
             "outbox schema is missing or incomplete; run `outbox migrate`",
         ),
-        "22P02" => (ErrorKind::InvalidInput, "postgresql rejected the event's data"),
+        "22P02" => (
+            ErrorKind::InvalidInput,
+            "postgresql rejected the event's data",
+        ),
         c if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
             (ErrorKind::Unavailable, "postgresql is not accepting work")
         }
-        c if c.starts_with("22") || c.starts_with("23") => {
-            (ErrorKind::InvalidInput, "postgresql rejected the event's data")
-        }
+        c if c.starts_with("22") || c.starts_with("23") => (
+            ErrorKind::InvalidInput,
+            "postgresql rejected the event's data",
+        ),
         _ => (ErrorKind::Storage, "postgresql query failed"),
     }
 }

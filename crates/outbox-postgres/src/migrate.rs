@@ -87,7 +87,9 @@ pub async fn migrate(pool: &PgPool, schema: &Identifier) -> Result<MigrationRepo
 
     let report = MigrationReport {
         applied: todo.iter().map(|m| m.version).collect(),
-        version: todo.last().map_or(applied.last().map_or(0, |a| a.0), |m| m.version),
+        version: todo
+            .last()
+            .map_or(applied.last().map_or(0, |a| a.0), |m| m.version),
     };
     if !report.applied.is_empty() {
         tracing::info!(%schema, version = report.version, applied = ?report.applied, "migrated schema");

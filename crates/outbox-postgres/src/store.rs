@@ -197,8 +197,10 @@ async fn insert(
         .map_err(|e| map_error(e).context("could not enqueue events"))?;
 
     // RETURNING does not promise input order; answer in the caller's order.
-    let mut assigned: Vec<(Uuid, i64)> =
-        rows.iter().map(|r| (r.get("event_id"), r.get("seq"))).collect();
+    let mut assigned: Vec<(Uuid, i64)> = rows
+        .iter()
+        .map(|r| (r.get("event_id"), r.get("seq")))
+        .collect();
     assigned.sort_unstable();
     ids.iter()
         .map(|id| {

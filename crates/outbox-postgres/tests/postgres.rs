@@ -24,7 +24,10 @@ async fn setup(test: &str) -> Option<(PgSchema, PgStore)> {
         "CREATE TABLE {}.orders (id bigint PRIMARY KEY, total bigint NOT NULL)",
         pg.schema.quoted()
     );
-    sqlx::raw_sql(AssertSqlSafe(orders)).execute(&pg.pool).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(orders))
+        .execute(&pg.pool)
+        .await
+        .unwrap();
     Some((pg, store))
 }
 
@@ -34,7 +37,10 @@ fn event(key: &str, n: i64) -> NewEvent {
 
 async fn count(pg: &PgSchema, table: &str) -> i64 {
     let sql = format!("SELECT count(*) FROM {}.{table}", pg.schema.quoted());
-    sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&pg.pool).await.unwrap()
+    sqlx::query_scalar(AssertSqlSafe(sql))
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap()
 }
 
 async fn insert_order(
@@ -42,8 +48,15 @@ async fn insert_order(
     conn: &mut sqlx::PgConnection,
     id: i64,
 ) -> Result<(), sqlx::Error> {
-    let sql = format!("INSERT INTO {}.orders (id, total) VALUES ($1, 10)", pg.schema.quoted());
-    sqlx::query(AssertSqlSafe(sql)).bind(id).execute(conn).await.map(drop)
+    let sql = format!(
+        "INSERT INTO {}.orders (id, total) VALUES ($1, 10)",
+        pg.schema.quoted()
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 #[tokio::test]
@@ -54,7 +67,10 @@ async fn business_row_and_events_commit_together() {
 
     let mut tx = pg.pool.begin().await.unwrap();
     insert_order(&pg, &mut tx, 1).await.unwrap();
-    let enqueued = store.enqueue(&mut tx, &[event("order-1", 1), event("order-1", 2)]).await.unwrap();
+    let enqueued = store
+        .enqueue(&mut tx, &[event("order-1", 1), event("order-1", 2)])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     assert_eq!(enqueued.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
@@ -65,20 +81,25 @@ async fn business_row_and_events_commit_together() {
 
 #[tokio::test]
 async fn a_transaction_that_does_not_commit_leaves_nothing() {
-    let Some((pg, store)) = setup("a_transaction_that_does_not_commit_leaves_nothing").await
-    else {
+    let Some((pg, store)) = setup("a_transaction_that_does_not_commit_leaves_nothing").await else {
         return;
     };
 
     // Explicit rollback.
     let mut tx = pg.pool.begin().await.unwrap();
     insert_order(&pg, &mut tx, 1).await.unwrap();
-    store.enqueue(&mut tx, &[event("order-1", 1)]).await.unwrap();
+    store
+        .enqueue(&mut tx, &[event("order-1", 1)])
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
 
     // An error inside the transaction: the business insert fails after enqueue.
     let mut tx = pg.pool.begin().await.unwrap();
-    store.enqueue(&mut tx, &[event("order-2", 1)]).await.unwrap();
+    store
+        .enqueue(&mut tx, &[event("order-2", 1)])
+        .await
+        .unwrap();
     insert_order(&pg, &mut tx, 2).await.unwrap();
     let duplicate = insert_order(&pg, &mut tx, 2).await;
     assert!(duplicate.is_err());
@@ -89,7 +110,10 @@ async fn a_transaction_that_does_not_commit_leaves_nothing() {
     {
         let mut tx = pg.pool.begin().await.unwrap();
         insert_order(&pg, &mut tx, 3).await.unwrap();
-        store.enqueue(&mut tx, &[event("order-3", 1)]).await.unwrap();
+        store
+            .enqueue(&mut tx, &[event("order-3", 1)])
+            .await
+            .unwrap();
     }
 
     assert_eq!(count(&pg, "orders").await, 0);
@@ -97,7 +121,10 @@ async fn a_transaction_that_does_not_commit_leaves_nothing() {
 
     // A rolled-back position is handed out again: positions have no gaps.
     let mut tx = pg.pool.begin().await.unwrap();
-    let enqueued = store.enqueue(&mut tx, &[event("order-1", 1)]).await.unwrap();
+    let enqueued = store
+        .enqueue(&mut tx, &[event("order-1", 1)])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(enqueued[0].seq, 1);
     pg.drop().await;
@@ -113,7 +140,10 @@ async fn concurrent_writers_get_positions_in_write_order() {
          INSERT INTO {s}.counters SELECT 'key-' || i, 0 FROM generate_series(0, 49) i;",
         s = pg.schema.quoted()
     );
-    sqlx::raw_sql(AssertSqlSafe(counters)).execute(&pg.pool).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(counters))
+        .execute(&pg.pool)
+        .await
+        .unwrap();
     let bump = format!(
         "UPDATE {}.counters SET n = n + 1 WHERE key = $1 RETURNING n",
         pg.schema.quoted()
@@ -137,7 +167,10 @@ async fn concurrent_writers_get_positions_in_write_order() {
         })
     });
     let results: Vec<_> = try_join_all(writers).await.unwrap();
-    let ids: HashSet<_> = results.iter().map(|r| r.as_ref().unwrap().event_id).collect();
+    let ids: HashSet<_> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().event_id)
+        .collect();
     assert_eq!(ids.len(), 1000);
 
     let events = store.pending(5000).await.unwrap();
@@ -148,13 +181,19 @@ async fn concurrent_writers_get_positions_in_write_order() {
     let mut by_key: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
     for e in &events {
         let payload: serde_json::Value = serde_json::from_slice(e.payload.as_bytes()).unwrap();
-        by_key.entry(&e.key).or_default().push((e.seq, payload["n"].as_i64().unwrap()));
+        by_key
+            .entry(&e.key)
+            .or_default()
+            .push((e.seq, payload["n"].as_i64().unwrap()));
     }
     assert_eq!(by_key.len(), 50);
     for (key, mut positions) in by_key {
         positions.sort();
         let expected: Vec<(i64, i64)> = (1..=20).map(|n| (n, n)).collect();
-        assert_eq!(positions, expected, "key {key}: position must follow write order");
+        assert_eq!(
+            positions, expected,
+            "key {key}: position must follow write order"
+        );
     }
     pg.drop().await;
 }
@@ -170,7 +209,10 @@ async fn a_transaction_that_commits_last_is_not_lost() {
 
     for i in 0..20 {
         let mut tx = pg.pool.begin().await.unwrap();
-        store.enqueue(&mut tx, &[event(&format!("fast-{i}"), 1)]).await.unwrap();
+        store
+            .enqueue(&mut tx, &[event(&format!("fast-{i}"), 1)])
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
     let before = store.pending(100).await.unwrap();
@@ -181,7 +223,12 @@ async fn a_transaction_that_commits_last_is_not_lost() {
     let after = store.pending(100).await.unwrap();
     assert_eq!(after.len(), 21);
     let slow_row = after.iter().find(|e| e.event_id == first.event_id).unwrap();
-    let max_fast_id = after.iter().filter(|e| e.key != "slow").map(|e| e.id).max().unwrap();
+    let max_fast_id = after
+        .iter()
+        .filter(|e| e.key != "slow")
+        .map(|e| e.id)
+        .max()
+        .unwrap();
     assert!(
         slow_row.id < max_fast_id,
         "the slow event took its id before the others committed"
@@ -206,7 +253,12 @@ async fn bad_events_are_refused_and_nothing_is_written() {
         },
     );
 
-    let not_json = NewEvent::new("orders", "k", "t", Payload::bytes("application/json", "{oops"));
+    let not_json = NewEvent::new(
+        "orders",
+        "k",
+        "t",
+        Payload::bytes("application/json", "{oops"),
+    );
     let too_big = NewEvent::json("orders", "k", "t", &json!({"text": "x".repeat(32)})).unwrap();
     let no_stream = NewEvent::json("", "k", "t", &json!({})).unwrap();
     let no_key = NewEvent::json("orders", "", "t", &json!({})).unwrap();
@@ -219,7 +271,10 @@ async fn bad_events_are_refused_and_nothing_is_written() {
     for (store, bad, expected) in cases {
         let mut tx = pg.pool.begin().await.unwrap();
         insert_order(&pg, &mut tx, 1).await.unwrap();
-        let err = store.enqueue(&mut tx, &[event("ok", 1), bad]).await.unwrap_err();
+        let err = store
+            .enqueue(&mut tx, &[event("ok", 1), bad])
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert!(err.to_string().contains(expected), "{err}");
         tx.rollback().await.unwrap();
@@ -227,14 +282,30 @@ async fn bad_events_are_refused_and_nothing_is_written() {
     assert_eq!(count(&pg, "events").await, 0);
     assert_eq!(count(&pg, "key_positions").await, 0);
 
-    // Writers in other languages get the same check from the database.
+    // Writers in other languages get the same checks from the database.
     let raw = format!(
-        "INSERT INTO {}.events (stream, key, event_type, payload) \
-         VALUES ('orders', 'k', 't', convert_to('{{oops', 'UTF8'))",
+        "INSERT INTO {}.events (stream, key, event_type, content_type, payload) \
+         VALUES ($1, 'k', 't', $2, convert_to($3, 'UTF8'))",
         pg.schema.quoted()
     );
-    let err = sqlx::query(AssertSqlSafe(raw)).execute(&pg.pool).await.unwrap_err();
-    assert_eq!(outbox_postgres::map_error(err).kind(), ErrorKind::InvalidInput);
+    let refused = [
+        ("orders", "application/json", "{oops"),
+        ("orders", "application/json ; charset=utf-8", "{oops"),
+        ("orders", "application/cloudevents+json", "[1"),
+        ("or ders", "application/json", "{}"),
+        ("", "application/json", "{}"),
+    ];
+    for (stream, content_type, payload) in refused {
+        let err = sqlx::query(AssertSqlSafe(raw.clone()))
+            .bind(stream)
+            .bind(content_type)
+            .bind(payload)
+            .execute(&pg.pool)
+            .await
+            .unwrap_err();
+        let kind = outbox_postgres::map_error(err).kind();
+        assert_eq!(kind, ErrorKind::InvalidInput, "{stream:?} {content_type:?}");
+    }
     assert_eq!(count(&pg, "events").await, 0);
     pg.drop().await;
 }
@@ -251,11 +322,17 @@ async fn invalid_schema_names_are_refused() {
 #[tokio::test]
 async fn an_unreachable_database_is_named_without_its_password() {
     let url = "postgres://app:hunter2@127.0.0.1:1/shop";
-    let err = PgStore::connect(url, PgOptions::default()).await.unwrap_err();
+    let err = PgStore::connect(url, PgOptions::default())
+        .await
+        .unwrap_err();
 
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.to_string().contains("127.0.0.1:1/shop"), "{err}");
-    assert!(err.chain().to_lowercase().contains("refused"), "{}", err.chain());
+    assert!(
+        err.chain().to_lowercase().contains("refused"),
+        "{}",
+        err.chain()
+    );
     assert!(!err.chain().contains("hunter2"));
     assert!(!format!("{err:?}").contains("hunter2"));
 
@@ -275,14 +352,20 @@ async fn migrating_twice_changes_nothing_and_newer_schemas_are_refused() {
     let again = migrate(&pg.pool, &pg.schema).await.unwrap();
     assert!(again.applied.is_empty());
     assert_eq!(again.version, outbox_postgres::LATEST_VERSION);
-    assert_eq!(store.check_schema().await.unwrap(), outbox_postgres::LATEST_VERSION);
+    assert_eq!(
+        store.check_schema().await.unwrap(),
+        outbox_postgres::LATEST_VERSION
+    );
 
     let future = format!(
         "INSERT INTO {}.schema_migrations (version, description, checksum) \
          VALUES (99, 'from the future', '0')",
         pg.schema.quoted()
     );
-    sqlx::query(AssertSqlSafe(future)).execute(&pg.pool).await.unwrap();
+    sqlx::query(AssertSqlSafe(future))
+        .execute(&pg.pool)
+        .await
+        .unwrap();
 
     let err = store.migrate().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
@@ -294,8 +377,7 @@ async fn migrating_twice_changes_nothing_and_newer_schemas_are_refused() {
 
 #[tokio::test]
 async fn an_unmigrated_schema_is_a_configuration_error() {
-    let Some(pg) = outbox_testkit::pg("an_unmigrated_schema_is_a_configuration_error").await
-    else {
+    let Some(pg) = outbox_testkit::pg("an_unmigrated_schema_is_a_configuration_error").await else {
         return;
     };
     let store = PgStore::new(
@@ -349,7 +431,9 @@ async fn plain_sql_writers_get_ids_positions_and_partitions() {
 
 /// Whether no notification arrives within 300 ms.
 async fn quiet(listener: &mut sqlx::postgres::PgListener) -> bool {
-    tokio::time::timeout(Duration::from_millis(300), listener.recv()).await.is_err()
+    tokio::time::timeout(Duration::from_millis(300), listener.recv())
+        .await
+        .is_err()
 }
 
 #[tokio::test]
@@ -357,7 +441,9 @@ async fn a_parked_relay_is_notified_on_commit_only() {
     let Some((pg, store)) = setup("a_parked_relay_is_notified_on_commit_only").await else {
         return;
     };
-    let mut listener = sqlx::postgres::PgListener::connect_with(&pg.pool).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pg.pool)
+        .await
+        .unwrap();
     listener.listen(&store.channel()).await.unwrap();
 
     // No relay parked: writers do not pay for a NOTIFY.
@@ -370,12 +456,18 @@ async fn a_parked_relay_is_notified_on_commit_only() {
         "INSERT INTO {}.parked_relays VALUES (gen_random_uuid(), now() + interval '1 minute')",
         pg.schema.quoted()
     );
-    sqlx::query(AssertSqlSafe(park)).execute(&pg.pool).await.unwrap();
+    sqlx::query(AssertSqlSafe(park))
+        .execute(&pg.pool)
+        .await
+        .unwrap();
 
     let mut tx = pg.pool.begin().await.unwrap();
     store.enqueue(&mut tx, &[event("b", 1)]).await.unwrap();
     tx.rollback().await.unwrap();
-    assert!(quiet(&mut listener).await, "notified for a rolled-back transaction");
+    assert!(
+        quiet(&mut listener).await,
+        "notified for a rolled-back transaction"
+    );
 
     let mut tx = pg.pool.begin().await.unwrap();
     store.enqueue(&mut tx, &[event("c", 1)]).await.unwrap();
@@ -400,7 +492,10 @@ async fn status_counts_pending_events() {
 
     for i in 0..7 {
         let mut tx = pg.pool.begin().await.unwrap();
-        store.enqueue(&mut tx, &[event(&format!("k{i}"), i)]).await.unwrap();
+        store
+            .enqueue(&mut tx, &[event(&format!("k{i}"), i)])
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
     let status = store.status().await.unwrap();

@@ -16,22 +16,27 @@ CREATE TABLE outbox_key_positions (
 CREATE TABLE outbox_events (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id        TEXT    NOT NULL UNIQUE DEFAULT (lower(
-        substr(printf('%012x', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)), 1, 8)
+        substr(printf('%012x', CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)), 1, 8)
         || '-' ||
-        substr(printf('%012x', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)), 9, 4)
+        substr(printf('%012x', CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)), 9, 4)
         || '-7' || substr(hex(randomblob(2)), 2, 3)
         || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2, 3)
         || '-' || hex(randomblob(6)))),
-    stream          TEXT    NOT NULL CHECK (stream <> ''),
+    -- The library's stream rule: 1 to 128 of [A-Za-z0-9_.-], not starting with
+    -- `_`, `-` or `.`.
+    stream          TEXT    NOT NULL CHECK (
+        length(stream) BETWEEN 1 AND 128
+        AND stream NOT GLOB '*[^A-Za-z0-9_.-]*'
+        AND substr(stream, 1, 1) GLOB '[A-Za-z0-9]'),
     key             TEXT    NOT NULL CHECK (key <> ''),
     seq             INTEGER NOT NULL DEFAULT 0,
     partition       INTEGER NOT NULL DEFAULT 0,
     event_type      TEXT    NOT NULL CHECK (event_type <> ''),
     content_type    TEXT    NOT NULL DEFAULT 'application/json',
-    payload         BLOB    NOT NULL,
+    payload         BLOB    NOT NULL CHECK (typeof(payload) = 'blob'),
     headers         TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(headers)),
     created_at      INTEGER NOT NULL
-        DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),
+        DEFAULT (CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)),
     attempts        INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT,
     next_attempt_at INTEGER
@@ -41,13 +46,15 @@ CREATE INDEX outbox_events_position_idx ON outbox_events (stream, key, seq);
 
 -- Hands out the key's next position and checks a JSON payload. Positions are
 -- assigned here rather than by the writer so that plain SQL inserts get them.
+-- A media type is JSON by the library's rule: its part before any `;`, without
+-- surrounding blanks and ignoring case, is `application/json` or ends in `+json`.
 CREATE TRIGGER outbox_events_after_insert AFTER INSERT ON outbox_events
 BEGIN
     SELECT RAISE(ABORT, 'payload is declared json but is not valid json')
-    WHERE (lower(NEW.content_type) = 'application/json'
-           OR lower(NEW.content_type) LIKE 'application/json;%'
-           OR lower(NEW.content_type) LIKE '%+json'
-           OR lower(NEW.content_type) LIKE '%+json;%')
+    FROM (SELECT lower(trim(substr(NEW.content_type, 1,
+                                   instr(NEW.content_type || ';', ';') - 1),
+                            ' ' || char(9))) AS essence)
+    WHERE (essence = 'application/json' OR essence LIKE '%+json')
       AND NOT json_valid(CAST(NEW.payload AS TEXT));
 
     INSERT INTO outbox_key_positions (stream, key, last_seq)
@@ -76,7 +83,7 @@ CREATE TABLE outbox_dead_letters (
     attempts     INTEGER NOT NULL,
     last_error   TEXT    NOT NULL,
     dead_at      INTEGER NOT NULL
-        DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+        DEFAULT (CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER))
 );
 
 CREATE INDEX outbox_dead_letters_key_idx ON outbox_dead_letters (stream, key, seq);

@@ -34,7 +34,10 @@ pub struct MigrationReport {
 ///
 /// Running it again on a current database changes nothing.
 pub async fn migrate(pool: &SqlitePool) -> Result<MigrationReport> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_error)?;
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(map_error)?;
 
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS outbox_schema_migrations (
@@ -42,7 +45,7 @@ pub async fn migrate(pool: &SqlitePool) -> Result<MigrationReport> {
              description TEXT    NOT NULL,
              checksum    TEXT    NOT NULL,
              applied_at  INTEGER NOT NULL
-                 DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+                 DEFAULT (CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER))
          )",
     )
     .execute(&mut *tx)
@@ -80,7 +83,9 @@ pub async fn migrate(pool: &SqlitePool) -> Result<MigrationReport> {
 
     let report = MigrationReport {
         applied: todo.iter().map(|m| m.version).collect(),
-        version: todo.last().map_or(applied.last().map_or(0, |a| a.0), |m| m.version),
+        version: todo
+            .last()
+            .map_or(applied.last().map_or(0, |a| a.0), |m| m.version),
     };
     if !report.applied.is_empty() {
         tracing::info!(version = report.version, applied = ?report.applied, "migrated schema");

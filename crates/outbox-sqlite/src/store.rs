@@ -41,7 +41,10 @@ impl Default for SqliteOptions {
 /// outbox's trigger is the caller's input; missing tables are configuration.
 pub fn map_error(err: sqlx::Error) -> Error {
     let (kind, message) = match &err {
-        sqlx::Error::Io(_) => (ErrorKind::Unavailable, "could not access the sqlite database"),
+        sqlx::Error::Io(_) => (
+            ErrorKind::Unavailable,
+            "could not access the sqlite database",
+        ),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
             (ErrorKind::Unavailable, "no sqlite connection available")
         }
@@ -63,9 +66,10 @@ fn classify(code: &str, message: &str) -> (ErrorKind, &'static str) {
             ErrorKind::Config,
             "outbox tables are missing; run `outbox migrate`",
         ),
-        1 if message.contains("not valid json") => {
-            (ErrorKind::InvalidInput, "payload is declared json but is not valid json")
-        }
+        1 if message.contains("not valid json") => (
+            ErrorKind::InvalidInput,
+            "payload is declared json but is not valid json",
+        ),
         _ => (ErrorKind::Storage, "sqlite query failed"),
     }
 }
@@ -85,8 +89,11 @@ pub async fn connect_pool(url: &str, max_connections: u32) -> Result<SqlitePool>
         .connect_with(options)
         .await
         .map_err(|e| {
-            Error::new(ErrorKind::Unavailable, format!("could not open sqlite database {url:?}"))
-                .with_source(e)
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("could not open sqlite database {url:?}"),
+            )
+            .with_source(e)
         })
 }
 
@@ -203,7 +210,7 @@ impl OutboxStore for SqliteStore {
     async fn status(&self) -> Result<Status> {
         let row = sqlx::query(
             "SELECT (SELECT count(*) FROM outbox_events) AS pending, \
-                    (SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
+                    (SELECT CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) \
                             - min(created_at) FROM outbox_events) AS oldest_age_ms, \
                     (SELECT count(*) FROM outbox_dead_letters) AS dead_lettered, \
                     (SELECT max(version) FROM outbox_schema_migrations) AS version",
@@ -239,12 +246,17 @@ impl OutboxStore for SqliteStore {
 pub(crate) fn decode_event(row: &SqliteRow) -> Result<Event> {
     let event_id: String = row.try_get("event_id").map_err(map_error)?;
     let event_id = uuid::Uuid::parse_str(&event_id).map_err(|e| {
-        Error::new(ErrorKind::Storage, format!("stored event_id {event_id:?} is not a uuid"))
-            .with_source(e)
+        Error::new(
+            ErrorKind::Storage,
+            format!("stored event_id {event_id:?} is not a uuid"),
+        )
+        .with_source(e)
     })?;
     let headers: String = row.try_get("headers").map_err(map_error)?;
     let headers: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&headers)
-        .map_err(|e| Error::new(ErrorKind::Storage, "stored headers are not a json object").with_source(e))?;
+        .map_err(|e| {
+            Error::new(ErrorKind::Storage, "stored headers are not a json object").with_source(e)
+        })?;
     let created_ms: i64 = row.try_get("created_at").map_err(map_error)?;
     let created_at = DateTime::<Utc>::from_timestamp_millis(created_ms)
         .ok_or_else(|| Error::new(ErrorKind::Storage, "stored created_at is out of range"))?;
