@@ -12,6 +12,9 @@ mod event;
 mod identifier;
 pub mod migration;
 mod publisher;
+mod relay;
+mod relay_store;
+mod retry;
 mod store;
 pub mod trace;
 
@@ -20,6 +23,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventId, Headers, Limits, NewEvent, Payload};
 pub use identifier::Identifier;
 pub use publisher::Publisher;
+pub use relay::{DeadLetterPolicy, FailSite, Failpoints, Relay, RelayConfig, RelayStats};
+pub use relay_store::{Claimed, RelayId, RelayStore};
+pub use retry::RetryPolicy;
 pub use store::{Enqueued, OutboxStore, Status};
 
 /// How many partitions the keys are hashed into.

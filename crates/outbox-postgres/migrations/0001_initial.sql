@@ -68,7 +68,10 @@ CREATE TABLE __SCHEMA__.dead_letters (
     created_at   timestamptz NOT NULL,
     attempts     integer     NOT NULL,
     last_error   text        NOT NULL,
-    dead_at      timestamptz NOT NULL DEFAULT now()
+    dead_at      timestamptz NOT NULL DEFAULT now(),
+    -- Whether later events of the key wait until this one is retried or
+    -- discarded (the relay's `hold` policy), or were let through (`skip`).
+    held         boolean     NOT NULL DEFAULT false
 );
 
 CREATE INDEX dead_letters_key_idx ON __SCHEMA__.dead_letters (stream, key, seq);
@@ -85,6 +88,12 @@ CREATE TABLE __SCHEMA__.leases (
 
 INSERT INTO __SCHEMA__.leases (partition)
 SELECT p FROM generate_series(0, 255) AS p;
+
+-- Live relays, so that each can take its fair share of the partitions.
+CREATE TABLE __SCHEMA__.relays (
+    relay_id        uuid        PRIMARY KEY,
+    heartbeat_until timestamptz NOT NULL
+);
 
 -- Relays that are idle and waiting for a notification. Writers send NOTIFY only
 -- while one is parked: a NOTIFY serializes commits database-wide, so sending

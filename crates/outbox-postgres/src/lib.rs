@@ -31,6 +31,7 @@
 mod connect;
 mod error;
 mod migrate;
+mod relay;
 mod store;
 
 pub use connect::connect_pool;

@@ -14,6 +14,7 @@ use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use crate::migrate::{self, MigrationReport};
+use crate::relay::{RelayStatements, Wakeups};
 use crate::{DEFAULT_SCHEMA, connect_pool, map_error};
 
 /// Settings of a [`PgStore`].
@@ -84,6 +85,8 @@ pub struct PgStore {
     pool: PgPool,
     options: PgOptions,
     sql: Arc<Statements>,
+    relay_sql: Arc<RelayStatements>,
+    wakeups: Arc<Wakeups>,
 }
 
 impl PgStore {
@@ -97,7 +100,14 @@ impl PgStore {
     /// Wraps an existing pool, such as the one the service already uses.
     pub fn new(pool: PgPool, options: PgOptions) -> Self {
         let sql = Arc::new(Statements::new(&options.schema));
-        PgStore { pool, options, sql }
+        let relay_sql = Arc::new(RelayStatements::new(&options.schema.quoted()));
+        PgStore {
+            pool,
+            options,
+            sql,
+            relay_sql,
+            wakeups: Arc::default(),
+        }
     }
 
     /// The pool, for beginning the transactions that events join.
@@ -113,6 +123,14 @@ impl PgStore {
     /// The limits applied to every event.
     pub fn limits(&self) -> &Limits {
         &self.options.limits
+    }
+
+    pub(crate) fn relay_sql(&self) -> &RelayStatements {
+        &self.relay_sql
+    }
+
+    pub(crate) fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
     }
 
     /// The channel on which writers NOTIFY a parked relay.

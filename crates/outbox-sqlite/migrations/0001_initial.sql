@@ -83,7 +83,8 @@ CREATE TABLE outbox_dead_letters (
     attempts     INTEGER NOT NULL,
     last_error   TEXT    NOT NULL,
     dead_at      INTEGER NOT NULL
-        DEFAULT (CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER))
+        DEFAULT (CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)),
+    held         INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE INDEX outbox_dead_letters_key_idx ON outbox_dead_letters (stream, key, seq);

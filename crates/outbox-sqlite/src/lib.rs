@@ -10,6 +10,7 @@
 //! Every event lands in partition 0, so one relay publishes at a time.
 
 mod migrate;
+mod relay;
 mod store;
 
 pub use migrate::{LATEST_VERSION, MigrationReport, migrate};

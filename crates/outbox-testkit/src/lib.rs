@@ -1,9 +1,11 @@
-//! Fixtures for the integration tests: each test gets a PostgreSQL schema or a
-//! SQLite file of its own, so tests run in parallel without seeing each other.
+//! Fixtures for the integration tests: each test gets a PostgreSQL schema, a
+//! SQLite file or a NATS stream of its own, so tests run in parallel without
+//! seeing each other.
 //!
-//! A test that needs a service asks for it through [`pg`]. When the service
-//! cannot be reached the fixture panics if `CI=true` (a missing service must fail
-//! the build) and otherwise prints why the test is skipped and returns `None`.
+//! A test that needs a service asks for it through [`pg`] (or `nats`, with the
+//! `nats` feature). When the service cannot be reached the fixture panics if
+//! `CI=true` (a missing service must fail the build) and otherwise prints why the
+//! test is skipped and returns `None`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -13,6 +15,11 @@ use outbox_core::Identifier;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions};
+
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "nats")]
+pub use nats::{DEFAULT_NATS_URL, NatsFixture, NatsServer, nats, nats_url, unique_stream_name};
 
 /// The PostgreSQL server tests use, unless `OUTBOX_TEST_DATABASE_URL` says otherwise.
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -85,7 +92,9 @@ impl PgSchema {
             .execute(&self.pool)
             .await
             .expect("drop test schema");
-        self.pool.close().await;
+        // Connections still held elsewhere, such as a store's LISTEN connection,
+        // would make `close` wait for them; the process exit closes them instead.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.pool.close()).await;
     }
 }
 

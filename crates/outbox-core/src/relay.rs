@@ -1,0 +1,574 @@
+//! The relay engine: claim a batch, publish it, await the broker's acks, mark
+//! the events done.
+//!
+//! A relay holds leases on partitions and reads the oldest pending events of
+//! those partitions. Events of one key are published one at a time, each only
+//! after the previous one was acknowledged; different keys are published
+//! concurrently, so throughput comes from many keys in flight, not from
+//! pipelining within a key. Acknowledged events are deleted in one statement
+//! per batch, overlapped with the next claim.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+use tokio::task::JoinHandle;
+
+use crate::relay_store::{Claimed, RelayId, RelayStore};
+use crate::{Error, ErrorKind, Event, Publisher, Result, RetryPolicy};
+
+/// What happens to a key's later events when one of its events is dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeadLetterPolicy {
+    /// The key moves on: later events are published. Order is kept among the
+    /// events that are delivered.
+    #[default]
+    Skip,
+    /// The key stops until the dead letter is retried or discarded.
+    Hold,
+}
+
+/// A point in the relay where a test can inject a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailSite {
+    /// The broker acknowledged an event that is not yet marked done;
+    /// `published` counts the acknowledgements so far, this one included.
+    AfterAck {
+        /// Acknowledged events so far.
+        published: u64,
+    },
+}
+
+/// A hook called at each [`FailSite`]; it may abort the process.
+#[derive(Clone, Default)]
+pub struct Failpoints(Option<Arc<dyn Fn(FailSite) + Send + Sync>>);
+
+impl Failpoints {
+    /// Calls `hook` at every fail site.
+    pub fn new(hook: impl Fn(FailSite) + Send + Sync + 'static) -> Self {
+        Failpoints(Some(Arc::new(hook)))
+    }
+
+    fn hit(&self, site: FailSite) {
+        if let Some(hook) = &self.0 {
+            hook(site);
+        }
+    }
+}
+
+impl fmt::Debug for Failpoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Failpoints(set)"
+        } else {
+            "Failpoints(none)"
+        })
+    }
+}
+
+/// Settings of a [`Relay`].
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Events claimed per batch.
+    pub batch_size: usize,
+    /// Keys published concurrently within a batch.
+    pub concurrency: usize,
+    /// How long a partition lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// The longest an idle relay waits before looking for events again, in case
+    /// a wake-up notification was lost.
+    pub poll_interval: Duration,
+    /// Failed attempts after which an event is dead-lettered.
+    pub max_attempts: u32,
+    /// What a dead letter does to its key.
+    pub dead_letter_policy: DeadLetterPolicy,
+    /// Backoff between attempts of a failing event.
+    pub retry: RetryPolicy,
+    /// Backoff while the broker or the database is unreachable.
+    pub outage_retry: RetryPolicy,
+    /// The longest one publish may take before it counts as the broker being
+    /// unreachable.
+    pub publish_timeout: Duration,
+    /// How long a stop waits for in-flight publishes before abandoning them.
+    pub shutdown_grace: Duration,
+    /// Crash injection for tests; none in production.
+    pub failpoints: Failpoints,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: 1000,
+            concurrency: 512,
+            lease_ttl: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            max_attempts: 10,
+            dead_letter_policy: DeadLetterPolicy::Skip,
+            retry: RetryPolicy::default(),
+            outage_retry: RetryPolicy {
+                initial: Duration::from_millis(200),
+                max: Duration::from_secs(5),
+                multiplier: 2.0,
+            },
+            publish_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            failpoints: Failpoints::default(),
+        }
+    }
+}
+
+/// Running totals of a relay, readable while it runs.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Events acknowledged by the broker.
+    pub published: AtomicU64,
+    /// Failed attempts that will be retried.
+    pub failed_attempts: AtomicU64,
+    /// Events moved to the dead letters.
+    pub dead_lettered: AtomicU64,
+    /// Batches claimed.
+    pub batches: AtomicU64,
+}
+
+/// A relay: one process's share of the work of publishing the outbox.
+pub struct Relay<S, P> {
+    id: RelayId,
+    store: Arc<S>,
+    publisher: Arc<P>,
+    config: RelayConfig,
+    stats: Arc<RelayStats>,
+}
+
+/// What happened to one key's events in a batch.
+struct KeyOutcome {
+    key: (String, String),
+    done: Vec<i64>,
+    retry_at: Option<Instant>,
+}
+
+/// State shared by the keys of one batch.
+struct Batch {
+    lease_deadline: Instant,
+    broker_down: AtomicBool,
+}
+
+/// What the loop remembers between batches.
+struct LoopState {
+    partitions: Vec<i16>,
+    lease_deadline: Instant,
+    next_maintenance: Instant,
+    /// Keys whose head event waits for a retry, and until when.
+    retry_at: HashMap<(String, String), Instant>,
+    /// Acknowledged events whose delete is in flight: a claim may still see them.
+    deleting: HashSet<i64>,
+    delete_task: Option<JoinHandle<()>>,
+    /// Consecutive batches that hit an unreachable broker or database.
+    outages: u32,
+    paused_until: Option<Instant>,
+}
+
+impl LoopState {
+    fn new() -> Self {
+        let now = Instant::now();
+        LoopState {
+            partitions: Vec::new(),
+            lease_deadline: now,
+            next_maintenance: now,
+            retry_at: HashMap::new(),
+            deleting: HashSet::new(),
+            delete_task: None,
+            outages: 0,
+            paused_until: None,
+        }
+    }
+
+    fn time_to_maintenance(&self) -> Duration {
+        self.next_maintenance
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10))
+    }
+}
+
+type Wait = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
+    /// A relay over `store` publishing through `publisher`.
+    pub fn new(store: S, publisher: P, config: RelayConfig) -> Self {
+        Relay {
+            id: RelayId::new(),
+            store: Arc::new(store),
+            publisher: Arc::new(publisher),
+            config,
+            stats: Arc::default(),
+        }
+    }
+
+    /// This relay's identity in the lease table.
+    pub fn id(&self) -> RelayId {
+        self.id
+    }
+
+    /// The relay's running totals.
+    pub fn stats(&self) -> Arc<RelayStats> {
+        self.stats.clone()
+    }
+
+    /// Publishes until `shutdown` resolves, then stops cleanly.
+    ///
+    /// On shutdown no new batch is claimed and no new publish starts. Publishes
+    /// already in flight get [`RelayConfig::shutdown_grace`] to be acknowledged;
+    /// acknowledged events are marked done, and the leases are given up. Events
+    /// whose publish was abandoned stay pending and are published again, with
+    /// the same id, by the next relay.
+    ///
+    /// Errors from the database or the broker are retried with backoff and do
+    /// not end the loop.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let stopping = AtomicBool::new(false);
+        let mut state = LoopState::new();
+        tracing::info!(relay_id = %self.id, publisher = self.publisher.name(), "relay started");
+
+        loop {
+            let idle = {
+                let mut step = std::pin::pin!(self.step(&mut state, &stopping));
+                tokio::select! {
+                    idle = &mut step => idle,
+                    () = &mut shutdown => {
+                        stopping.store(true, Ordering::Relaxed);
+                        let grace = self.config.shutdown_grace;
+                        if tokio::time::timeout(grace, &mut step).await.is_err() {
+                            tracing::warn!(relay_id = %self.id, "abandoned in-flight publishes");
+                        }
+                        break;
+                    }
+                }
+            };
+            if let Some(wait) = idle {
+                tokio::select! {
+                    () = wait => {}
+                    () = &mut shutdown => break,
+                }
+            }
+        }
+
+        self.settle(&mut state).await;
+        if let Err(err) = self.store.release_leases(self.id).await {
+            tracing::warn!(relay_id = %self.id, error = %err.chain(), "could not release leases");
+        }
+        tracing::info!(
+            relay_id = %self.id,
+            published = self.stats.published.load(Ordering::Relaxed),
+            dead_lettered = self.stats.dead_lettered.load(Ordering::Relaxed),
+            "relay stopped"
+        );
+        Ok(())
+    }
+
+    /// One turn of the loop: maintain leases when due, claim a batch, publish
+    /// it. Returns what to wait on when there is nothing to do right now.
+    async fn step(&self, state: &mut LoopState, stopping: &AtomicBool) -> Option<Wait> {
+        let now = Instant::now();
+        if let Some(until) = state.paused_until.filter(|until| now < *until) {
+            return Some(Box::pin(tokio::time::sleep_until(until.into())));
+        }
+        state.paused_until = None;
+
+        if state.partitions.is_empty() || now >= state.next_maintenance {
+            if let Err(err) = self.maintain(state).await {
+                tracing::warn!(relay_id = %self.id, error = %err.chain(), "could not renew leases");
+                self.pause(state);
+                return None;
+            }
+            if state.partitions.is_empty() {
+                return Some(Box::pin(tokio::time::sleep(self.config.poll_interval)));
+            }
+        }
+
+        state.retry_at.retain(|_, at| *at > now);
+        let skip: Vec<(String, String)> = state.retry_at.keys().cloned().collect();
+        let claimed = self
+            .store
+            .claim(&state.partitions, &skip, self.config.batch_size)
+            .await;
+        let mut claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                tracing::warn!(relay_id = %self.id, error = %err.chain(), "could not claim events");
+                self.pause(state);
+                return None;
+            }
+        };
+        claimed.retain(|c| !state.deleting.contains(&c.event.id));
+
+        if claimed.is_empty() {
+            self.settle(state).await;
+            match self.claim_after_parking(state, &skip).await {
+                Ok(Some(more)) => claimed = more,
+                Ok(None) => {
+                    let (store, id) = (self.store.clone(), self.id);
+                    let timeout = self.config.poll_interval.min(state.time_to_maintenance());
+                    return Some(Box::pin(async move {
+                        if let Err(err) = store.wait_for_events(id, timeout).await {
+                            tracing::warn!(relay_id = %id, error = %err.chain(), "wait failed");
+                            tokio::time::sleep(timeout).await;
+                        }
+                    }));
+                }
+                Err(err) => {
+                    tracing::warn!(relay_id = %self.id, error = %err.chain(), "could not park");
+                    self.pause(state);
+                    return None;
+                }
+            }
+        }
+
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        let batch_size = claimed.len();
+        let batch = Batch {
+            lease_deadline: state.lease_deadline,
+            broker_down: AtomicBool::new(false),
+        };
+        let outcomes: Vec<KeyOutcome> = stream::iter(group_by_key(claimed))
+            .map(|(key, events)| self.publish_key(key, events, &batch, stopping))
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+
+        let mut done = Vec::with_capacity(batch_size);
+        for outcome in outcomes {
+            done.extend(outcome.done);
+            if let Some(at) = outcome.retry_at {
+                state.retry_at.insert(outcome.key, at);
+            }
+        }
+        tracing::debug!(relay_id = %self.id, batch_size, published = done.len(), "published batch");
+
+        if batch.broker_down.load(Ordering::Relaxed) {
+            self.pause(state);
+        } else if !done.is_empty() {
+            state.outages = 0;
+        }
+        self.start_delete(state, done).await;
+        None
+    }
+
+    /// Publishes one key's events in order, each after the previous one was
+    /// acknowledged, stopping at the first that cannot be published now.
+    async fn publish_key(
+        &self,
+        key: (String, String),
+        events: Vec<Claimed>,
+        batch: &Batch,
+        stopping: &AtomicBool,
+    ) -> KeyOutcome {
+        let mut outcome = KeyOutcome {
+            key,
+            done: Vec::new(),
+            retry_at: None,
+        };
+        for claimed in events {
+            // Fencing: publish only while the lease surely still holds by this
+            // process's monotonic clock, which keeps counting while it is paused.
+            if stopping.load(Ordering::Relaxed)
+                || batch.broker_down.load(Ordering::Relaxed)
+                || Instant::now() >= batch.lease_deadline
+            {
+                break;
+            }
+            if let Some(wait) = claimed.retry_in {
+                outcome.retry_at = Some(Instant::now() + wait);
+                break;
+            }
+
+            let event = &claimed.event;
+            let publish = self.publisher.publish(event);
+            let published = tokio::time::timeout(self.config.publish_timeout, publish)
+                .await
+                .unwrap_or_else(|_| Err(Error::new(ErrorKind::Unavailable, "publish timed out")));
+            match published {
+                Ok(()) => {
+                    let n = self.stats.published.fetch_add(1, Ordering::Relaxed) + 1;
+                    self.config
+                        .failpoints
+                        .hit(FailSite::AfterAck { published: n });
+                    outcome.done.push(event.id);
+                }
+                Err(err) if err.kind() == ErrorKind::Unavailable => {
+                    if !batch.broker_down.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            relay_id = %self.id,
+                            publisher = self.publisher.name(),
+                            error = %err.chain(),
+                            "broker unavailable; pausing"
+                        );
+                    }
+                    break;
+                }
+                Err(err) => {
+                    let (go_on, retry_at) = self.handle_failure(event, &err).await;
+                    outcome.retry_at = retry_at;
+                    if !go_on {
+                        break;
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Records a failed attempt: dead-letters the event when it is out of
+    /// attempts or can never succeed, otherwise defers it. Returns whether the
+    /// key may go on to its next event, and when to retry it if not.
+    async fn handle_failure(&self, event: &Event, err: &Error) -> (bool, Option<Instant>) {
+        let attempts = u32::try_from(event.attempts).unwrap_or(0) + 1;
+        let give_up = err.kind() == ErrorKind::Permanent || attempts >= self.config.max_attempts;
+
+        if give_up {
+            let hold = self.config.dead_letter_policy == DeadLetterPolicy::Hold;
+            if let Err(e) = self
+                .store
+                .dead_letter(self.id, event.id, &err.chain(), hold)
+                .await
+            {
+                tracing::warn!(event_id = %event.event_id, error = %e.chain(), "could not dead-letter");
+                return (
+                    false,
+                    Some(Instant::now() + self.config.retry.delay(attempts)),
+                );
+            }
+            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                event_id = %event.event_id,
+                stream = %event.stream,
+                attempt = attempts,
+                error = %err.chain(),
+                "dead-lettered event"
+            );
+            return (!hold, None);
+        }
+
+        let delay = self.config.retry.delay(attempts);
+        self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            event_id = %event.event_id,
+            stream = %event.stream,
+            attempt = attempts,
+            retry_in_ms = delay.as_millis() as u64,
+            error = %err.chain(),
+            "publish failed; will retry"
+        );
+        if let Err(e) = self
+            .store
+            .fail(self.id, event.id, &err.chain(), delay)
+            .await
+        {
+            tracing::warn!(event_id = %event.event_id, error = %e.chain(), "could not record failure");
+        }
+        (false, Some(Instant::now() + delay))
+    }
+
+    /// Parks, then looks once more: an event committed between the empty claim
+    /// and the park sent no wake-up, and is found here instead. Returns the
+    /// batch when there is one (and unparks), `None` when it is time to wait.
+    async fn claim_after_parking(
+        &self,
+        state: &LoopState,
+        skip: &[(String, String)],
+    ) -> Result<Option<Vec<Claimed>>> {
+        self.store.park(self.id).await?;
+        let claimed = self
+            .store
+            .claim(&state.partitions, skip, self.config.batch_size)
+            .await?;
+        if claimed.is_empty() {
+            return Ok(None);
+        }
+        self.store.unpark(self.id).await?;
+        Ok(Some(claimed))
+    }
+
+    /// Renews and rebalances the leases. Waits for in-flight deletes first, as
+    /// partitions given up must have no work left behind.
+    async fn maintain(&self, state: &mut LoopState) -> Result<()> {
+        self.settle(state).await;
+        let ttl = self.config.lease_ttl;
+        let started = Instant::now();
+        let partitions = self.store.maintain_leases(self.id, ttl).await?;
+
+        if partitions != state.partitions {
+            tracing::info!(relay_id = %self.id, partitions = partitions.len(), "leases changed");
+        }
+        state.partitions = partitions;
+        // A margin below the lease's length covers the time the renewal took
+        // and clock rate differences between this host and the database.
+        state.lease_deadline = started + ttl.mul_f64(0.8);
+        state.next_maintenance = started + ttl / 3;
+        Ok(())
+    }
+
+    /// Backs off after a batch that found the broker or the database down.
+    fn pause(&self, state: &mut LoopState) {
+        state.outages = state.outages.saturating_add(1);
+        let delay = self.config.outage_retry.delay(state.outages);
+        tracing::debug!(relay_id = %self.id, outages = state.outages, pause_ms = delay.as_millis() as u64, "pausing");
+        state.paused_until = Some(Instant::now() + delay);
+    }
+
+    /// Waits for the delete in flight, if any.
+    async fn settle(&self, state: &mut LoopState) {
+        if let Some(task) = state.delete_task.take() {
+            let _ = task.await;
+        }
+        state.deleting.clear();
+    }
+
+    /// Deletes acknowledged events in the background, after the previous
+    /// delete finished; the next claim runs meanwhile and skips these ids.
+    async fn start_delete(&self, state: &mut LoopState, done: Vec<i64>) {
+        self.settle(state).await;
+        if done.is_empty() {
+            return;
+        }
+        state.deleting.extend(done.iter().copied());
+        let (store, id) = (self.store.clone(), self.id);
+        state.delete_task = Some(tokio::spawn(async move {
+            match store.complete(id, &done).await {
+                Ok(n) if n < done.len() as u64 => tracing::warn!(
+                    relay_id = %id,
+                    expected = done.len(),
+                    deleted = n,
+                    "some published events were under a lost lease; another relay sends them again"
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(
+                    relay_id = %id,
+                    error = %err.chain(),
+                    "could not mark events done; they will be published again"
+                ),
+            }
+        }));
+    }
+}
+
+/// Splits a batch into keys, keeping each key's events in batch order.
+fn group_by_key(claimed: Vec<Claimed>) -> Vec<((String, String), Vec<Claimed>)> {
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    let mut runs: Vec<((String, String), Vec<Claimed>)> = Vec::new();
+    for c in claimed {
+        let key = (c.event.stream.clone(), c.event.key.clone());
+        match index.get(&key) {
+            Some(&i) => runs[i].1.push(c),
+            None => {
+                index.insert(key.clone(), runs.len());
+                runs.push((key, vec![c]));
+            }
+        }
+    }
+    runs
+}
