@@ -38,6 +38,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publish pending events until SIGINT or SIGTERM.
+    ///
+    /// Events of one key are published in order, each after the previous one was
+    /// acknowledged; keys flow in parallel. Several relays may share a database:
+    /// they split its partitions between them.
+    Relay(crate::relay::RelayArgs),
+    /// Run an order service, a relay and a check of what was published.
+    ///
+    /// With no arguments it needs nothing but this binary: a SQLite file and a
+    /// JSON lines file in a fresh temporary directory.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Where the outbox lives.

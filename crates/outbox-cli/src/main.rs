@@ -13,6 +13,8 @@ use outbox::ErrorKind;
 
 mod cli;
 mod commands;
+mod demo;
+mod relay;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -1,8 +1,11 @@
 //! A store chosen at run time from a database URL, for tools such as the
 //! `outbox` command that serve every database.
 
+use std::time::Duration;
+
 use outbox_core::{
-    Enqueued, Error, Event, Identifier, Limits, NewEvent, OutboxStore, Result, Status,
+    Claimed, Enqueued, Error, Event, Identifier, Limits, NewEvent, OutboxStore, RelayId,
+    RelayStore, Result, Status,
 };
 
 /// Settings shared by every store kind.
@@ -34,6 +37,18 @@ pub enum AnyStore {
     /// SQLite.
     #[cfg(feature = "sqlite")]
     Sqlite(outbox_sqlite::SqliteStore),
+}
+
+/// Runs the same expression on whichever store `self` is.
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres($s) => $e,
+            #[cfg(feature = "sqlite")]
+            AnyStore::Sqlite($s) => $e,
+        }
+    };
 }
 
 impl AnyStore {
@@ -73,22 +88,12 @@ impl AnyStore {
     /// Creates or upgrades the outbox tables; returns the versions applied and
     /// the version reached.
     pub async fn migrate(&self) -> Result<(Vec<i64>, i64)> {
-        match self {
-            #[cfg(feature = "postgres")]
-            AnyStore::Postgres(s) => s.migrate().await.map(|r| (r.applied, r.version)),
-            #[cfg(feature = "sqlite")]
-            AnyStore::Sqlite(s) => s.migrate().await.map(|r| (r.applied, r.version)),
-        }
+        each!(self, s => s.migrate().await.map(|r| (r.applied, r.version)))
     }
 
     /// Fails unless the outbox tables are at the version this binary needs.
     pub async fn check_schema(&self) -> Result<i64> {
-        match self {
-            #[cfg(feature = "postgres")]
-            AnyStore::Postgres(s) => s.check_schema().await,
-            #[cfg(feature = "sqlite")]
-            AnyStore::Sqlite(s) => s.check_schema().await,
-        }
+        each!(self, s => s.check_schema().await)
     }
 
     /// Stores `events` in a transaction of their own and commits it.
@@ -124,20 +129,57 @@ const SUPPORTED: &[&str] = &[
 
 impl OutboxStore for AnyStore {
     async fn status(&self) -> Result<Status> {
-        match self {
-            #[cfg(feature = "postgres")]
-            AnyStore::Postgres(s) => s.status().await,
-            #[cfg(feature = "sqlite")]
-            AnyStore::Sqlite(s) => s.status().await,
-        }
+        each!(self, s => s.status().await)
     }
 
     async fn pending(&self, limit: u32) -> Result<Vec<Event>> {
-        match self {
-            #[cfg(feature = "postgres")]
-            AnyStore::Postgres(s) => s.pending(limit).await,
-            #[cfg(feature = "sqlite")]
-            AnyStore::Sqlite(s) => s.pending(limit).await,
-        }
+        each!(self, s => s.pending(limit).await)
+    }
+}
+
+impl RelayStore for AnyStore {
+    fn partition_count(&self) -> u16 {
+        each!(self, s => s.partition_count())
+    }
+
+    async fn maintain_leases(&self, relay: RelayId, ttl: Duration) -> Result<Vec<i16>> {
+        each!(self, s => s.maintain_leases(relay, ttl).await)
+    }
+
+    async fn release_leases(&self, relay: RelayId) -> Result<()> {
+        each!(self, s => s.release_leases(relay).await)
+    }
+
+    async fn claim(
+        &self,
+        partitions: &[i16],
+        skip_keys: &[(String, String)],
+        limit: usize,
+    ) -> Result<Vec<Claimed>> {
+        each!(self, s => s.claim(partitions, skip_keys, limit).await)
+    }
+
+    async fn complete(&self, relay: RelayId, ids: &[i64]) -> Result<u64> {
+        each!(self, s => s.complete(relay, ids).await)
+    }
+
+    async fn fail(&self, relay: RelayId, id: i64, error: &str, retry_in: Duration) -> Result<()> {
+        each!(self, s => s.fail(relay, id, error, retry_in).await)
+    }
+
+    async fn dead_letter(&self, relay: RelayId, id: i64, error: &str, hold: bool) -> Result<()> {
+        each!(self, s => s.dead_letter(relay, id, error, hold).await)
+    }
+
+    async fn park(&self, relay: RelayId) -> Result<()> {
+        each!(self, s => s.park(relay).await)
+    }
+
+    async fn unpark(&self, relay: RelayId) -> Result<()> {
+        each!(self, s => s.unpark(relay).await)
+    }
+
+    async fn wait_for_events(&self, relay: RelayId, timeout: Duration) -> Result<()> {
+        each!(self, s => s.wait_for_events(relay, timeout).await)
     }
 }

@@ -1,0 +1,334 @@
+//! `outbox relay`: settings from flags, the environment and an optional TOML
+//! file, the publisher they select, and a relay that stops cleanly on SIGINT or
+//! SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use outbox::{
+    AnyStore, DeadLetterPolicy, Error, ErrorKind, Event, FailSite, Failpoints, Identifier,
+    Publisher, Relay, RelayConfig, Result, StoreOptions,
+};
+use serde::Deserialize;
+
+/// Every setting of the relay. A flag wins over its environment variable, which
+/// wins over the TOML file, which wins over the default.
+#[derive(Debug, Args, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RelayArgs {
+    /// TOML file with any of these settings, named as the long flags with `_`
+    /// for `-` (`database_url = "…"`).
+    #[arg(long, env = "OUTBOX_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// `postgres://USER@HOST:PORT/DB` or `sqlite://PATH`.
+    #[arg(long, env = "OUTBOX_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// PostgreSQL schema holding the outbox tables [default: outbox].
+    #[arg(long, env = "OUTBOX_SCHEMA")]
+    pub schema: Option<String>,
+
+    /// Where events go: nats, file or stdout [default: nats].
+    #[arg(long, env = "OUTBOX_PUBLISHER")]
+    pub publisher: Option<String>,
+
+    /// NATS server URL [default: nats://127.0.0.1:4222].
+    #[arg(long, env = "OUTBOX_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+
+    /// JetStream stream to create if missing, with `--nats-subjects`.
+    #[arg(long, env = "OUTBOX_NATS_STREAM")]
+    pub nats_stream: Option<String>,
+
+    /// Subjects of the stream created by `--nats-stream`, comma-separated
+    /// [default: the stream's name in lowercase, then `.>`].
+    #[arg(long, env = "OUTBOX_NATS_SUBJECTS")]
+    pub nats_subjects: Option<String>,
+
+    /// Subject of each event, from `{stream}` and `{type}` [default: {stream}.{type}].
+    #[arg(long, env = "OUTBOX_NATS_SUBJECT")]
+    pub nats_subject: Option<String>,
+
+    /// File the file publisher appends JSON lines to [default: outbox-events.jsonl].
+    #[arg(long, env = "OUTBOX_OUTPUT")]
+    pub output: Option<PathBuf>,
+
+    /// Events claimed per batch [default: 1000].
+    #[arg(long, env = "OUTBOX_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+
+    /// Keys published concurrently [default: 512].
+    #[arg(long, env = "OUTBOX_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+
+    /// Seconds a partition lease lasts without renewal [default: 30].
+    #[arg(long, env = "OUTBOX_LEASE_SECONDS")]
+    pub lease_seconds: Option<f64>,
+
+    /// Milliseconds between looks for work when idle [default: 1000 on
+    /// PostgreSQL, which also wakes on commit; 50 on SQLite].
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS")]
+    pub poll_interval_ms: Option<u64>,
+
+    /// Failed attempts before an event is dead-lettered [default: 10].
+    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+
+    /// After a dead letter the key goes on (`skip`) or waits (`hold`) [default: skip].
+    #[arg(long, env = "OUTBOX_DEAD_LETTER_POLICY")]
+    pub dead_letter_policy: Option<String>,
+
+    /// Seconds a stop waits for in-flight publishes [default: 10].
+    #[arg(long, env = "OUTBOX_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<f64>,
+}
+
+/// The relay's settings after flags, environment and file were merged.
+struct Settings {
+    database_url: String,
+    schema: Identifier,
+    publisher: String,
+    nats_url: String,
+    nats_stream: Option<String>,
+    nats_subjects: Option<String>,
+    nats_subject: Option<String>,
+    output: PathBuf,
+    config: RelayConfig,
+}
+
+fn merge(args: RelayArgs) -> Result<Settings> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::config(format!("cannot read config file {}", path.display())).with_source(e)
+            })?;
+            toml::from_str::<RelayArgs>(&text).map_err(|e| {
+                Error::config(format!("invalid config file {}", path.display())).with_source(e)
+            })?
+        }
+        None => RelayArgs::default(),
+    };
+    macro_rules! pick {
+        ($field:ident) => {
+            args.$field.or(file.$field)
+        };
+    }
+
+    let database_url = pick!(database_url).ok_or_else(|| {
+        Error::config("no database url: set --database-url, OUTBOX_DATABASE_URL or database_url")
+    })?;
+    let sqlite = database_url.starts_with("sqlite:");
+    let defaults = RelayConfig::default();
+    let seconds = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(Error::config(format!(
+                "{name} must be a positive number of seconds"
+            )))
+        }
+    };
+    let dead_letter_policy = match pick!(dead_letter_policy).as_deref() {
+        None | Some("skip") => DeadLetterPolicy::Skip,
+        Some("hold") => DeadLetterPolicy::Hold,
+        Some(other) => {
+            return Err(Error::config(format!(
+                "unknown dead letter policy {other:?}: expected skip or hold"
+            )));
+        }
+    };
+    let positive = |name: &str, v: usize| {
+        if v == 0 {
+            Err(Error::config(format!("{name} must be at least 1")))
+        } else {
+            Ok(v)
+        }
+    };
+
+    let config = RelayConfig {
+        batch_size: positive(
+            "batch size",
+            pick!(batch_size).unwrap_or(defaults.batch_size),
+        )?,
+        concurrency: positive(
+            "concurrency",
+            pick!(concurrency).unwrap_or(defaults.concurrency),
+        )?,
+        lease_ttl: match pick!(lease_seconds) {
+            Some(v) => seconds("lease", v)?,
+            None => defaults.lease_ttl,
+        },
+        poll_interval: Duration::from_millis(
+            pick!(poll_interval_ms)
+                .unwrap_or(if sqlite { 50 } else { 1000 })
+                .max(1),
+        ),
+        max_attempts: pick!(max_attempts).unwrap_or(defaults.max_attempts).max(1),
+        dead_letter_policy,
+        shutdown_grace: match pick!(shutdown_grace_seconds) {
+            Some(v) => seconds("shutdown grace", v)?,
+            None => defaults.shutdown_grace,
+        },
+        failpoints: failpoints_from_env()?,
+        ..defaults
+    };
+    Ok(Settings {
+        database_url,
+        schema: Identifier::new(pick!(schema).as_deref().unwrap_or("outbox"))?,
+        publisher: pick!(publisher).unwrap_or_else(|| "nats".to_owned()),
+        nats_url: pick!(nats_url).unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
+        nats_stream: pick!(nats_stream),
+        nats_subjects: pick!(nats_subjects),
+        nats_subject: pick!(nats_subject),
+        output: pick!(output).unwrap_or_else(|| PathBuf::from("outbox-events.jsonl")),
+        config,
+    })
+}
+
+/// `OUTBOX_FAILPOINT=crash-after-ack:N` aborts the process right after the N-th
+/// acknowledgement, before the event is marked done. For fault-injection tests.
+fn failpoints_from_env() -> Result<Failpoints> {
+    let Ok(spec) = std::env::var("OUTBOX_FAILPOINT") else {
+        return Ok(Failpoints::default());
+    };
+    let n: u64 = spec
+        .strip_prefix("crash-after-ack:")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            Error::config(format!(
+                "invalid OUTBOX_FAILPOINT {spec:?}: expected crash-after-ack:N"
+            ))
+        })?;
+    Ok(Failpoints::new(move |site| {
+        let FailSite::AfterAck { published } = site;
+        if published == n {
+            eprintln!("failpoint: aborting after acknowledgement {n}");
+            std::process::abort();
+        }
+    }))
+}
+
+/// One of the publishers compiled in.
+pub enum AnyPublisher {
+    /// NATS JetStream.
+    #[cfg(feature = "nats")]
+    Nats(outbox_nats::NatsPublisher),
+    /// JSON lines appended to a file.
+    File(outbox_file::FilePublisher),
+    /// JSON lines on standard output.
+    Stdout(outbox_file::StdoutPublisher),
+}
+
+impl Publisher for AnyPublisher {
+    fn name(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "nats")]
+            AnyPublisher::Nats(p) => p.name(),
+            AnyPublisher::File(p) => p.name(),
+            AnyPublisher::Stdout(p) => p.name(),
+        }
+    }
+
+    async fn publish(&self, event: &Event) -> Result<()> {
+        match self {
+            #[cfg(feature = "nats")]
+            AnyPublisher::Nats(p) => p.publish(event).await,
+            AnyPublisher::File(p) => p.publish(event).await,
+            AnyPublisher::Stdout(p) => p.publish(event).await,
+        }
+    }
+}
+
+async fn open_publisher(settings: &Settings) -> Result<AnyPublisher> {
+    match settings.publisher.as_str() {
+        #[cfg(feature = "nats")]
+        "nats" => {
+            let mut options = outbox_nats::NatsOptions {
+                url: settings.nats_url.clone(),
+                ..Default::default()
+            };
+            if let Some(subject) = &settings.nats_subject {
+                options.subject_template = subject.clone();
+            }
+            let publisher = outbox_nats::NatsPublisher::connect(options).await?;
+            if let Some(stream) = &settings.nats_stream {
+                let subjects: Vec<String> = match &settings.nats_subjects {
+                    Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
+                    None => vec![format!("{}.>", stream.to_lowercase())],
+                };
+                publisher
+                    .ensure_stream(stream, &subjects, Duration::ZERO)
+                    .await?;
+            }
+            Ok(AnyPublisher::Nats(publisher))
+        }
+        "file" => {
+            let options = outbox_file::FileOptions::default();
+            Ok(AnyPublisher::File(outbox_file::FilePublisher::open(
+                &settings.output,
+                options,
+            )?))
+        }
+        "stdout" => Ok(AnyPublisher::Stdout(outbox_file::StdoutPublisher::new(
+            outbox_file::StdoutOptions::default(),
+        )?)),
+        other => Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "unknown publisher {other:?}: expected one of {}",
+                PUBLISHERS.join(", ")
+            ),
+        )),
+    }
+}
+
+const PUBLISHERS: &[&str] = &[
+    #[cfg(feature = "nats")]
+    "nats",
+    "file",
+    "stdout",
+];
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("stop requested");
+}
+
+/// Runs the relay until SIGINT or SIGTERM.
+pub async fn run(args: RelayArgs) -> Result<()> {
+    let settings = merge(args)?;
+    let options = StoreOptions {
+        schema: settings.schema.clone(),
+        ..StoreOptions::default()
+    };
+    let store = AnyStore::connect(&settings.database_url, options).await?;
+    store.check_schema().await?;
+    let publisher = open_publisher(&settings).await?;
+
+    Relay::new(store, publisher, settings.config)
+        .run(shutdown_signal())
+        .await
+}
