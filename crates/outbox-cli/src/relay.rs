@@ -215,7 +215,7 @@ fn failpoints_from_env() -> Result<Failpoints> {
 pub enum AnyPublisher {
     /// NATS JetStream.
     #[cfg(feature = "nats")]
-    Nats(outbox_nats::NatsPublisher),
+    Nats(Box<outbox_nats::NatsPublisher>),
     /// JSON lines appended to a file.
     File(outbox_file::FilePublisher),
     /// JSON lines on standard output.
@@ -263,7 +263,7 @@ async fn open_publisher(settings: &Settings) -> Result<AnyPublisher> {
                     .ensure_stream(stream, &subjects, Duration::ZERO)
                     .await?;
             }
-            Ok(AnyPublisher::Nats(publisher))
+            Ok(AnyPublisher::Nats(Box::new(publisher)))
         }
         "file" => {
             let options = outbox_file::FileOptions::default();
