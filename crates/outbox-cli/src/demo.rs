@@ -236,7 +236,7 @@ async fn open_publisher(
             .await?;
         let output = format!("nats:{}", args.nats_stream);
         return Ok((
-            AnyPublisher::Nats(publisher),
+            AnyPublisher::Nats(Box::new(publisher)),
             output,
             Some(args.nats_stream.clone()),
         ));

@@ -332,3 +332,76 @@ pub async fn run(args: RelayArgs) -> Result<()> {
         .run(shutdown_signal())
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_file(text: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("outbox-relay-{}.toml", outbox::EventId::new()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let path = config_file(
+            "database_url = \"sqlite://from-file.db\"\nbatch_size = 77\nconcurrency = 5\n",
+        );
+        let args = RelayArgs {
+            config: Some(path.clone()),
+            concurrency: Some(9),
+            ..RelayArgs::default()
+        };
+        let settings = merge(args).unwrap();
+
+        assert_eq!(settings.database_url, "sqlite://from-file.db");
+        assert_eq!(settings.config.batch_size, 77);
+        assert_eq!(settings.config.concurrency, 9);
+        assert_eq!(
+            settings.config.poll_interval,
+            Duration::from_millis(50),
+            "sqlite default"
+        );
+        assert_eq!(settings.publisher, "nats");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_are_configuration_errors() {
+        let typo = config_file("databse_url = \"x\"\n");
+        let cases = [
+            RelayArgs::default(),
+            RelayArgs {
+                config: Some(typo.clone()),
+                ..RelayArgs::default()
+            },
+            RelayArgs {
+                database_url: Some("sqlite://x.db".into()),
+                dead_letter_policy: Some("sometimes".into()),
+                ..RelayArgs::default()
+            },
+            RelayArgs {
+                database_url: Some("sqlite://x.db".into()),
+                batch_size: Some(0),
+                ..RelayArgs::default()
+            },
+            RelayArgs {
+                database_url: Some("sqlite://x.db".into()),
+                lease_seconds: Some(-1.0),
+                ..RelayArgs::default()
+            },
+            RelayArgs {
+                database_url: Some("sqlite://x.db".into()),
+                schema: Some("Bad Schema".into()),
+                ..RelayArgs::default()
+            },
+        ];
+        for args in cases {
+            let err = merge(args).err().expect("refused");
+            assert_eq!(err.kind(), ErrorKind::Config, "{}", err.chain());
+        }
+        std::fs::remove_file(typo).unwrap();
+    }
+}
