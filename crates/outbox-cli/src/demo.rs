@@ -110,7 +110,32 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     store.migrate().await?;
     create_orders_table(&store).await?;
 
-    let (publisher, output, stream) = open_publisher(&args, &dir).await?;
+    let outcome = demo(&args, &store, &store_url, &dir, started).await;
+    if args.database_url.is_some() {
+        drop_schema(&store, &schema).await?;
+    }
+    let summary = outcome?;
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("plain struct serializes")
+        );
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+/// Writes, relays and reads back; the caller cleans up whatever the outcome.
+async fn demo(
+    args: &DemoArgs,
+    store: &AnyStore,
+    store_url: &str,
+    dir: &std::path::Path,
+    started: Instant,
+) -> Result<Summary> {
+    let (publisher, output, stream) = open_publisher(args, dir).await?;
     let config = RelayConfig {
         poll_interval: Duration::from_millis(if args.database_url.is_some() {
             1000
@@ -123,8 +148,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let relay = Relay::new(store.clone(), publisher, config);
     let relay = tokio::spawn(relay.run(async { stopped.await.unwrap_or(()) }));
 
-    let (committed, rolled_back) = write_orders(&store, args.events, args.keys).await?;
-    wait_until_drained(&store).await?;
+    let (committed, rolled_back) = write_orders(store, args.events, args.keys).await?;
+    wait_until_drained(store).await?;
     let _ = stop.send(());
     relay.await.map_err(|e| {
         Error::new(outbox::ErrorKind::Storage, "relay task failed").with_source(e)
@@ -135,28 +160,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         Some(name) => read_stream(args.nats_url.as_deref().unwrap_or_default(), name).await?,
         _ => read_file(&output)?,
     };
-    let summary = summarize(
-        &store_url,
+    Ok(summarize(
+        store_url,
         output,
         stream,
         &committed,
         &rolled_back,
         &delivered,
         started,
-    );
-    if args.database_url.is_some() {
-        drop_schema(&store, &schema).await?;
-    }
-
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&summary).expect("plain struct serializes")
-        );
-    } else {
-        print_summary(&summary);
-    }
-    Ok(())
+    ))
 }
 
 fn demo_dir() -> Result<PathBuf> {
@@ -225,14 +237,19 @@ async fn open_publisher(
 ) -> Result<(AnyPublisher, String, Option<String>)> {
     #[cfg(feature = "nats")]
     if let Some(url) = &args.nats_url {
+        // Subjects under the stream's own name, so the demo's stream overlaps no
+        // other stream on the server.
+        let prefix = subject_prefix(&args.nats_stream)?;
         let options = outbox_nats::NatsOptions {
             url: url.clone(),
+            subject_template: format!("{prefix}.{{stream}}.{{type}}"),
             ..Default::default()
         };
         let publisher = outbox_nats::NatsPublisher::connect(options).await?;
         reset_stream(url, &args.nats_stream).await?;
+        let subjects = [format!("{prefix}.>")];
         publisher
-            .ensure_stream(&args.nats_stream, &["orders.>"], Duration::ZERO)
+            .ensure_stream(&args.nats_stream, &subjects, Duration::ZERO)
             .await?;
         let output = format!("nats:{}", args.nats_stream);
         return Ok((
@@ -253,6 +270,23 @@ async fn open_publisher(
         path.display().to_string(),
         None,
     ))
+}
+
+/// The subject token for a JetStream stream name: the name in lowercase.
+#[cfg(feature = "nats")]
+fn subject_prefix(stream: &str) -> Result<String> {
+    let token = stream.to_lowercase();
+    let valid = !token.is_empty()
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(token)
+    } else {
+        Err(Error::invalid_input(format!(
+            "invalid --nats-stream {stream:?}: expected ASCII letters, digits, `_` or `-`"
+        )))
+    }
 }
 
 /// Writes `events` transactions over `keys` orders through the Unit of Work;

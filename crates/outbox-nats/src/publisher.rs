@@ -320,7 +320,8 @@ fn connection_events(
                 disconnected.send_modify(|count| *count += 1);
             }
             async_nats::Event::Closed => {
-                warn!(url = %url, "nats connection closed for good");
+                // Reconnects never give up, so only dropping the client closes it.
+                info!(url = %url, "closed nats connection");
                 disconnected.send_modify(|count| *count += 1);
             }
             async_nats::Event::LameDuckMode => {
