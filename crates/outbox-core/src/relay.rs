@@ -83,6 +83,13 @@ pub struct RelayConfig {
     /// The longest an idle relay waits before looking for events again, in case
     /// a wake-up notification was lost.
     pub poll_interval: Duration,
+    /// How long after its last batch the relay keeps polling every
+    /// [`RelayConfig::busy_poll_interval`] before it parks and waits for a
+    /// notification. Under sustained load it therefore never parks, and writers
+    /// never pay for a `NOTIFY`, which serializes commits database-wide.
+    pub busy_linger: Duration,
+    /// The pause between looks for work while lingering.
+    pub busy_poll_interval: Duration,
     /// Failed attempts after which an event is dead-lettered.
     pub max_attempts: u32,
     /// What a dead letter does to its key.
@@ -107,6 +114,8 @@ impl Default for RelayConfig {
             concurrency: 512,
             lease_ttl: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            busy_linger: Duration::from_millis(500),
+            busy_poll_interval: Duration::from_millis(2),
             max_attempts: 10,
             dead_letter_policy: DeadLetterPolicy::Skip,
             retry: RetryPolicy::default(),
@@ -167,6 +176,8 @@ struct LoopState {
     /// Acknowledged events whose delete is in flight: a claim may still see them.
     deleting: HashSet<i64>,
     delete_task: Option<JoinHandle<()>>,
+    /// When the last batch with events was claimed.
+    last_work: Option<Instant>,
     /// Consecutive batches that hit an unreachable broker or database.
     outages: u32,
     paused_until: Option<Instant>,
@@ -182,6 +193,7 @@ impl LoopState {
             retry_at: HashMap::new(),
             deleting: HashSet::new(),
             delete_task: None,
+            last_work: None,
             outages: 0,
             paused_until: None,
         }
@@ -308,6 +320,13 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
 
         if claimed.is_empty() {
             self.settle(state).await;
+            let busy = self.config.busy_linger;
+            if state
+                .last_work
+                .is_some_and(|at| now.duration_since(at) < busy)
+            {
+                return Some(Box::pin(tokio::time::sleep(self.config.busy_poll_interval)));
+            }
             match self.claim_after_parking(state, &skip).await {
                 Ok(Some(more)) => claimed = more,
                 Ok(None) => {
@@ -329,6 +348,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         }
 
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        state.last_work = Some(Instant::now());
         let batch_size = claimed.len();
         let batch = Batch {
             lease_deadline: state.lease_deadline,
