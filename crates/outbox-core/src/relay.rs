@@ -304,10 +304,10 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
 
         state.retry_at.retain(|_, at| *at > now);
         let skip: Vec<(String, String)> = state.retry_at.keys().cloned().collect();
-        let claimed = self
-            .store
-            .claim(&state.partitions, &skip, self.config.batch_size)
-            .await;
+        // The delete of the previous batch may not have committed yet, and its
+        // rows, the oldest, would fill the claim: ask for that many more.
+        let limit = self.config.batch_size + state.deleting.len();
+        let claimed = self.store.claim(&state.partitions, &skip, limit).await;
         let mut claimed = match claimed {
             Ok(claimed) => claimed,
             Err(err) => {
@@ -317,6 +317,8 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             }
         };
         claimed.retain(|c| !state.deleting.contains(&c.event.id));
+        // Cutting a batch in id order leaves every key with a prefix of its events.
+        claimed.truncate(self.config.batch_size);
 
         if claimed.is_empty() {
             self.settle(state).await;
