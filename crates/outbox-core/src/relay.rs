@@ -458,7 +458,8 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
                 .dead_letter(self.id, event.id, &err.chain(), hold)
                 .await
             {
-                tracing::warn!(event_id = %event.event_id, error = %e.chain(), "could not dead-letter");
+                let (event_id, error) = (event.event_id, e.chain());
+                tracing::warn!(%event_id, %error, "could not dead-letter");
                 return (
                     false,
                     Some(Instant::now() + self.config.retry.delay(attempts)),
@@ -490,7 +491,8 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             .fail(self.id, event.id, &err.chain(), delay)
             .await
         {
-            tracing::warn!(event_id = %event.event_id, error = %e.chain(), "could not record failure");
+            let (event_id, error) = (event.event_id, e.chain());
+            tracing::warn!(%event_id, %error, "could not record failure");
         }
         (false, Some(Instant::now() + delay))
     }
@@ -538,7 +540,8 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
     fn pause(&self, state: &mut LoopState) {
         state.outages = state.outages.saturating_add(1);
         let delay = self.config.outage_retry.delay(state.outages);
-        tracing::debug!(relay_id = %self.id, outages = state.outages, pause_ms = delay.as_millis() as u64, "pausing");
+        let pause_ms = delay.as_millis() as u64;
+        tracing::debug!(relay_id = %self.id, outages = state.outages, pause_ms, "pausing");
         state.paused_until = Some(Instant::now() + delay);
     }
 

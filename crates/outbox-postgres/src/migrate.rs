@@ -92,7 +92,8 @@ pub async fn migrate(pool: &PgPool, schema: &Identifier) -> Result<MigrationRepo
             .map_or(applied.last().map_or(0, |a| a.0), |m| m.version),
     };
     if !report.applied.is_empty() {
-        tracing::info!(%schema, version = report.version, applied = ?report.applied, "migrated schema");
+        let (version, applied) = (report.version, &report.applied);
+        tracing::info!(%schema, version, ?applied, "migrated schema");
     }
     Ok(report)
 }
