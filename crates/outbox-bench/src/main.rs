@@ -148,8 +148,9 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',')]
     experiment: Vec<Experiment>,
 
-    /// Log filter for the relay's own logs, on stderr.
-    #[arg(long, env = "RUST_LOG", default_value = "warn")]
+    /// Log filter for the relay's own logs, on stderr. The fill's statements
+    /// are slow by design, so sqlx's slow-statement warnings are off.
+    #[arg(long, env = "RUST_LOG", default_value = "warn,sqlx::query=error")]
     log: String,
 }
 
