@@ -28,9 +28,11 @@ impl CloudEventAttributes {
     /// | payload media type | `datacontenttype` |
     /// | `key` | `partitionkey` (Partitioning extension) |
     /// | `seq` | `sequence` (Sequence extension, zero-padded) |
+    /// | `stream` | `outboxstream` (extension of this project) |
     ///
-    /// The `stream` is not an attribute: it selects the destination (subject,
-    /// topic, exchange) by the publisher's own rule.
+    /// The `stream` also selects the destination (subject, topic, exchange) by the
+    /// publisher's own rule; the extension lets a consumer read it back whatever
+    /// that rule was.
     pub fn of(event: &Event, source: &str) -> Self {
         let attributes = vec![
             ("specversion", SPEC_VERSION.to_owned()),
@@ -46,6 +48,7 @@ impl CloudEventAttributes {
             ("datacontenttype", event.payload.content_type().to_owned()),
             ("partitionkey", event.key.clone()),
             ("sequence", format_sequence(event.seq)),
+            ("outboxstream", event.stream.clone()),
         ];
         CloudEventAttributes { attributes }
     }

@@ -7,6 +7,7 @@
 //! [`ErrorKind`]). Store and broker adapters depend on it, never the other way round.
 
 mod cloudevents;
+mod consumer;
 mod error;
 mod event;
 mod identifier;
@@ -19,6 +20,7 @@ mod store;
 pub mod trace;
 
 pub use cloudevents::{CloudEventAttributes, SPEC_VERSION, format_sequence};
+pub use consumer::{Acknowledge, BoxFuture, Consumer, Delivery, ReceivedEvent};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventId, Headers, Limits, NewEvent, Payload};
 pub use identifier::Identifier;

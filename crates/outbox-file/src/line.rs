@@ -24,9 +24,6 @@ pub const DEFAULT_SOURCE: &str = "/outbox/{stream}";
 /// The placeholder of a source template that stands for the event's stream.
 const STREAM_PLACEHOLDER: &str = "{stream}";
 
-/// The extension attribute holding the event's stream.
-const STREAM_ATTRIBUTE: &str = "outboxstream";
-
 /// The extension attribute holding the event's headers as a JSON object in a
 /// string, because CloudEvents attribute values cannot be objects.
 const HEADERS_ATTRIBUTE: &str = "outboxheaders";
@@ -106,7 +103,6 @@ fn write_object(
     for (name, value) in &attributes.attributes {
         object.serialize_entry(name, value)?;
     }
-    object.serialize_entry(STREAM_ATTRIBUTE, &event.stream)?;
     if !event.headers.is_empty() {
         let headers = serde_json::to_string(&event.headers)?;
         object.serialize_entry(HEADERS_ATTRIBUTE, &headers)?;

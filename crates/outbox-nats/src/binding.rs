@@ -129,8 +129,9 @@ mod tests {
         assert_eq!(value(&headers, "ce-partitionkey"), Some("order-7"));
         assert_eq!(value(&headers, "ce-sequence"), Some("0000000000000000012"));
         assert_eq!(value(&headers, "Content-Type"), Some("application/json"));
+        assert_eq!(value(&headers, "ce-outboxstream"), Some("orders"));
         assert_eq!(value(&headers, "ce-datacontenttype"), None);
-        assert_eq!(headers.map.len(), 9);
+        assert_eq!(headers.map.len(), 10);
     }
 
     #[test]
