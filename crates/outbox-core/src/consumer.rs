@@ -93,9 +93,9 @@ impl ReceivedEvent {
             )));
         }
         let id = required("id")?;
-        let event_id = Uuid::parse_str(&id)
-            .map(EventId::from_uuid)
-            .map_err(|e| malformed(format!("cloudevents id {id:?} is not a uuid")).with_source(e))?;
+        let event_id = Uuid::parse_str(&id).map(EventId::from_uuid).map_err(|e| {
+            malformed(format!("cloudevents id {id:?} is not a uuid")).with_source(e)
+        })?;
         let seq = match attribute("sequence") {
             None => None,
             Some(text) => Some(text.parse::<i64>().map_err(|e| {

@@ -11,6 +11,7 @@ mod consumer;
 mod error;
 mod event;
 mod identifier;
+pub mod inbox;
 pub mod migration;
 mod publisher;
 mod relay;

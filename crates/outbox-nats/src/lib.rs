@@ -40,11 +40,13 @@
 //!   `tls://` URL is otherwise refused when connecting.
 
 mod binding;
+mod consumer;
 mod failure;
 mod options;
 mod publisher;
 mod template;
 
+pub use consumer::{NatsConsumer, NatsConsumerOptions};
 pub use options::{DEFAULT_SOURCE_TEMPLATE, DEFAULT_SUBJECT_TEMPLATE, DEFAULT_URL, NatsOptions};
 pub use publisher::NatsPublisher;
 pub use template::{Template, check_subject};

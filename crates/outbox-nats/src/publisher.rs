@@ -364,7 +364,7 @@ fn source_template(text: &str) -> Result<Template> {
 }
 
 /// Parses the comma-separated server list; `shown` is the redacted form for errors.
-fn servers(url: &str, shown: &str) -> Result<Vec<ServerAddr>> {
+pub(crate) fn servers(url: &str, shown: &str) -> Result<Vec<ServerAddr>> {
     let mut servers = Vec::new();
     for server in url.split(',').map(str::trim) {
         let addr = ServerAddr::from_str(server)

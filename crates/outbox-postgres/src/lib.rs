@@ -30,12 +30,14 @@
 
 mod connect;
 mod error;
+mod inbox;
 mod migrate;
 mod relay;
 mod store;
 
 pub use connect::connect_pool;
 pub use error::map_error;
+pub use inbox::PgInbox;
 pub use migrate::{LATEST_VERSION, MigrationReport, migrate};
 pub use store::{PgOptions, PgStore, enqueue};
 

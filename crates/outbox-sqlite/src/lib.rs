@@ -9,9 +9,11 @@
 //!
 //! Every event lands in partition 0, so one relay publishes at a time.
 
+mod inbox;
 mod migrate;
 mod relay;
 mod store;
 
+pub use inbox::SqliteInbox;
 pub use migrate::{LATEST_VERSION, MigrationReport, migrate};
 pub use store::{SqliteOptions, SqliteStore, connect_pool, enqueue, map_error};

@@ -10,14 +10,21 @@ use sqlx::{Row, SqlitePool};
 
 use crate::map_error;
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial layout",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial layout",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "consumer inbox",
+        sql: include_str!("../migrations/0002_inbox.sql"),
+    },
+];
 
 /// The schema version this binary writes and expects.
-pub const LATEST_VERSION: i64 = 1;
+pub const LATEST_VERSION: i64 = 2;
 
 const PLACE: &str = "this database";
 
