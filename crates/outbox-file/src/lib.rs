@@ -56,12 +56,14 @@
 //!   "outboxstream":"orders","data_base64":"AAEC/w=="}
 //! ```
 
+mod consumer;
 mod file;
 mod line;
 mod read;
 mod stdout;
 mod writer;
 
+pub use consumer::FileConsumer;
 pub use file::{FileOptions, FilePublisher};
 pub use line::{DEFAULT_SOURCE, PublishedEvent, parse_line};
 pub use read::{parse_events, read_events};

@@ -257,3 +257,54 @@ async fn a_full_disk_makes_the_publisher_unavailable() {
         assert!(err.is_retryable());
     }
 }
+
+#[tokio::test]
+async fn the_consumer_follows_the_file_and_waits_for_whole_lines() {
+    use outbox_core::Consumer;
+    use std::io::Write;
+
+    let (_dir, path) = temp_file();
+    let publisher = FilePublisher::open(&path, FileOptions::default()).unwrap();
+    let first = event("orders", "order-1", 1);
+    publisher.publish(&first).await.unwrap();
+    let mut consumer = outbox_file::FileConsumer::open(&path).await.unwrap();
+
+    let delivery = within("first line", consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let received = delivery.event().unwrap().clone();
+    assert_eq!(received.event_id, first.event_id);
+    assert_eq!(received.seq, Some(1));
+    assert_eq!(received.stream.as_deref(), Some("orders"));
+    assert_eq!(received.payload, first.payload);
+    delivery.ack().await.unwrap();
+
+    // Half a line is not delivered until the rest arrives.
+    let second = event("orders", "order-1", 2);
+    let mut line = Vec::new();
+    {
+        let (_d, scratch) = temp_file();
+        let p = FilePublisher::open(&scratch, FileOptions::default()).unwrap();
+        p.publish(&second).await.unwrap();
+        line.extend(std::fs::read(&scratch).unwrap());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(&line[..10]).unwrap();
+    file.flush().unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await;
+    assert!(early.is_err(), "a partial line was delivered");
+    file.write_all(&line[10..]).unwrap();
+    let delivery = within("second line", consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.event().unwrap().event_id, second.event_id);
+
+    file.write_all(b"not json\n").unwrap();
+    let delivery = within("bad line", consumer.next()).await.unwrap().unwrap();
+    assert_eq!(delivery.event().unwrap_err().kind(), ErrorKind::Permanent);
+}
