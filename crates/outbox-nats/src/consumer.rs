@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::pull};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
 use outbox_core::{
     Acknowledge, BoxFuture, Consumer, Delivery, Error, ErrorKind, Headers, ReceivedEvent, Result,
@@ -60,13 +61,17 @@ impl Default for NatsConsumerOptions {
 /// key's later messages until its earlier one is settled, so while a consumer
 /// runs a key's order is kept.
 ///
-/// Known limit: when a consumer dies with messages unacknowledged, JetStream
-/// delivers those again only once their ack wait has passed, and meanwhile hands
-/// the next consumer the messages it had not delivered yet. A key's events can
-/// then be handled out of order around a crash (each still exactly once through
-/// the inbox). Where that matters, set `max_ack_pending` to 1 (strict order, one
-/// message at a time) or have the handler compare [`ReceivedEvent::seq`] with
-/// the last one it applied for the key.
+/// When a consumer of the same durable name died with messages unacknowledged,
+/// JetStream would deliver those again only once their ack wait has passed,
+/// behind the messages it had not delivered yet, and a key's events would be
+/// handled out of order. `connect` therefore recreates such a durable consumer at
+/// its ack floor: everything after the first unacknowledged message comes again
+/// in stream order, and the inbox recognises what was applied already.
+///
+/// Known limit: that reset assumes one process per durable name, which per-key
+/// order needs anyway (two processes pulling from one durable consumer handle a
+/// key's events concurrently). A second process connecting while the first still
+/// runs resets the first one's consumer too.
 ///
 /// ```no_run
 /// use outbox_core::Consumer;
@@ -91,8 +96,8 @@ pub struct NatsConsumer {
 }
 
 impl NatsConsumer {
-    /// Connects, creates the durable consumer if it does not exist, and starts
-    /// pulling.
+    /// Connects, creates the durable consumer if it does not exist (or resets it
+    /// at its ack floor, see above), and starts pulling.
     ///
     /// An empty stream or durable name is [`ErrorKind::Config`]; a server that
     /// cannot be reached is [`ErrorKind::Unavailable`]; a stream that does not
@@ -119,8 +124,13 @@ impl NatsConsumer {
             Error::config(format!("cannot open jetstream stream {:?}", options.stream))
                 .with_source(e)
         })?;
+        let start = resume_point(&stream, &options.durable).await?;
         let config = pull::Config {
             durable_name: Some(options.durable.clone()),
+            deliver_policy: match start {
+                Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+                None => DeliverPolicy::All,
+            },
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: options.ack_wait,
             max_ack_pending: options.max_ack_pending,
@@ -167,6 +177,39 @@ impl Consumer for NatsConsumer {
         let event = decode(&message);
         Ok(Some(Delivery::decoded(event, NatsAck(message))))
     }
+}
+
+/// Where a durable consumer left with unacknowledged messages must start again.
+///
+/// JetStream would deliver those messages again only after their ack wait, behind
+/// the ones not yet delivered, which breaks a key's order. Instead the consumer is
+/// recreated at its ack floor, the first message not acknowledged: everything
+/// after it comes again in stream order, and the inbox skips what it had applied.
+/// Returns `None` when the consumer does not exist or has nothing unacknowledged.
+async fn resume_point(stream: &jetstream::stream::Stream, durable: &str) -> Result<Option<u64>> {
+    let info = match stream.consumer_info(durable).await {
+        Ok(info) => info,
+        Err(_) => return Ok(None),
+    };
+    if info.num_ack_pending == 0 {
+        return Ok(None);
+    }
+
+    let start = info.ack_floor.stream_sequence + 1;
+    stream.delete_consumer(durable).await.map_err(|e| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot reset jetstream consumer {durable:?}"),
+        )
+        .with_source(e)
+    })?;
+    tracing::info!(
+        durable,
+        start_sequence = start,
+        unacknowledged = info.num_ack_pending,
+        "resuming nats consumer at its ack floor"
+    );
+    Ok(Some(start))
 }
 
 /// Reads the CloudEvents binary headers and the body of a JetStream message.
