@@ -457,3 +457,59 @@ async fn publishes_cut_off_by_a_crash_fail_at_once_and_retry_without_duplicates(
     expected.sort_unstable();
     assert_eq!(ids, expected);
 }
+
+/// The consumer adapter reads back what the publisher wrote, decodes a foreign
+/// message as malformed, and an unacknowledged message comes again on reconnect.
+#[tokio::test]
+async fn the_consumer_decodes_acks_and_redelivers() {
+    use outbox_core::{Consumer, ReceivedEvent};
+    use outbox_nats::{NatsConsumer, NatsConsumerOptions};
+
+    let Some(fixture) = nats("the_consumer_decodes_acks_and_redelivers").await else {
+        return;
+    };
+    let publisher = publisher_with_stream(&fixture).await;
+    let mut first = event(&fixture.stream, "order-1", 1, "order.placed");
+    first.headers.insert("tenant".into(), "acme".into());
+    let second = event(&fixture.stream, "order-1", 2, "order.paid");
+    bounded(publisher.publish(&first)).await.unwrap();
+    bounded(publisher.publish(&second)).await.unwrap();
+    let subject = format!("{}.foreign", fixture.stream);
+    bounded(async {
+        fixture
+            .jetstream
+            .publish(subject, "x".into())
+            .await
+            .unwrap()
+            .await
+    })
+    .await
+    .unwrap();
+
+    let options = NatsConsumerOptions {
+        url: fixture.url.clone(),
+        stream: fixture.stream.clone(),
+        durable: "reader".into(),
+        ..NatsConsumerOptions::default()
+    };
+    let mut consumer = bounded(NatsConsumer::connect(options.clone()))
+        .await
+        .unwrap();
+    let delivery = bounded(consumer.next()).await.unwrap().unwrap();
+    let expected = ReceivedEvent::from_event(&first, &format!("/outbox/{}", fixture.stream));
+    assert_eq!(delivery.event().unwrap(), &expected);
+    bounded(delivery.ack()).await.unwrap();
+    let unacked = bounded(consumer.next()).await.unwrap().unwrap();
+    assert_eq!(unacked.event().unwrap().event_id, second.event_id);
+    let foreign = bounded(consumer.next()).await.unwrap().unwrap();
+    assert_eq!(foreign.event().unwrap_err().kind(), ErrorKind::Permanent);
+    bounded(foreign.ack()).await.unwrap();
+    drop(unacked);
+    drop(consumer);
+
+    let mut again = bounded(NatsConsumer::connect(options)).await.unwrap();
+    let delivery = bounded(again.next()).await.unwrap().unwrap();
+    assert_eq!(delivery.event().unwrap().event_id, second.event_id);
+
+    fixture.drop().await;
+}
