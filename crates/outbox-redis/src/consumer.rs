@@ -71,6 +71,7 @@ pub struct RedisConsumer {
     reader: ConnectionManager,
     target: Arc<Target>,
     consumer: String,
+    create_group: bool,
     batch_size: usize,
     block: Duration,
     claim_min_idle: Option<Duration>,
@@ -163,6 +164,7 @@ impl RedisConsumer {
                 dead_letter_stream: options.dead_letter_stream,
             }),
             consumer: options.consumer,
+            create_group: options.create_group,
             batch_size: options.batch_size,
             block: options.block,
             claim_min_idle: options.claim_min_idle,
@@ -198,33 +200,7 @@ impl RedisConsumer {
     /// Starting at `0` means a new group also gets the entries added before it
     /// existed, as far as trimming has kept them.
     pub async fn ensure_group(&self) -> Result<bool> {
-        let target = &self.target;
-        let mut connection = target.acks.clone();
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&target.stream_key)
-            .arg(&target.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut connection)
-            .await;
-
-        match created {
-            Ok(()) => {
-                info!(stream_key = %target.stream_key, group = %target.group, "created group");
-                Ok(true)
-            }
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
-            Err(e) if e.code() == Some("WRONGTYPE") => Err(Error::config(format!(
-                "redis key {} holds something other than a stream",
-                target.stream_key
-            ))
-            .with_source(e)),
-            Err(e) => Err(failure::command_failure(
-                e,
-                format!("cannot create redis group {}", target.group),
-            )),
-        }
+        create_group(&self.target).await
     }
 
     /// Reads the next batch into the buffer, carrying on a read that a cancelled
@@ -239,7 +215,23 @@ impl RedisConsumer {
         let read = *read;
         self.read = None;
 
-        let reply = result.map_err(|e| self.read_failure(e))?;
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) if e.code() == Some("NOGROUP") && self.create_group => {
+                // The stream or group is gone, as after a restart of a server
+                // that keeps nothing on disk: make it again and read on.
+                warn!(
+                    stream_key = %self.target.stream_key,
+                    group = %self.target.group,
+                    "redis group is missing; creating it again"
+                );
+                let target = Arc::clone(&self.target);
+                create_group(&target).await?;
+                self.phase = Phase::New;
+                return Ok(());
+            }
+            Err(e) => return Err(self.read_failure(e)),
+        };
         let deleted = match read {
             Read::Own => self.take_own(reply)?,
             Read::Claim => self.take_claimed(reply)?,
@@ -259,9 +251,10 @@ impl RedisConsumer {
         let count = self.batch_size;
         let (read, command) = if let Phase::Own { after } = &self.phase {
             (Read::Own, self.read_group(count, None, after))
-        } else if let Some(min_idle) = self.claim_min_idle.filter(|_| {
-            self.claim_cursor.is_some() || now >= self.next_claim
-        }) {
+        } else if let Some(min_idle) = self
+            .claim_min_idle
+            .filter(|_| self.claim_cursor.is_some() || now >= self.next_claim)
+        {
             let cursor = self.claim_cursor.get_or_insert_with(|| "0-0".to_owned());
             let mut command = redis::cmd("XAUTOCLAIM");
             command
@@ -298,7 +291,10 @@ impl RedisConsumer {
             // `BLOCK 0` would wait for ever.
             command.arg("BLOCK").arg(millis(block).max(1));
         }
-        command.arg("STREAMS").arg(&self.target.stream_key).arg(after);
+        command
+            .arg("STREAMS")
+            .arg(&self.target.stream_key)
+            .arg(after);
         command
     }
 
@@ -509,6 +505,36 @@ impl Acknowledge for RedisAcker {
     }
 }
 
+/// Creates the group of `target` at the start of its stream unless it exists.
+async fn create_group(target: &Target) -> Result<bool> {
+    let mut connection = target.acks.clone();
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&target.stream_key)
+        .arg(&target.group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut connection)
+        .await;
+
+    match created {
+        Ok(()) => {
+            info!(stream_key = %target.stream_key, group = %target.group, "created group");
+            Ok(true)
+        }
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
+        Err(e) if e.code() == Some("WRONGTYPE") => Err(Error::config(format!(
+            "redis key {} holds something other than a stream",
+            target.stream_key
+        ))
+        .with_source(e)),
+        Err(e) => Err(failure::command_failure(
+            e,
+            format!("cannot create redis group {}", target.group),
+        )),
+    }
+}
+
 /// Acknowledges entries that were deleted while pending: they can never be
 /// delivered. A failure leaves them pending, to be met again.
 async fn settle_deleted(target: Arc<Target>, ids: Vec<String>) {
@@ -550,7 +576,9 @@ fn check_options(options: &RedisConsumerOptions) -> Result<()> {
         ));
     }
     if options.block < Duration::from_millis(1)
-        || options.claim_min_idle.is_some_and(|d| d < Duration::from_millis(1))
+        || options
+            .claim_min_idle
+            .is_some_and(|d| d < Duration::from_millis(1))
     {
         return Err(Error::config(
             "redis consumer block and claim_min_idle must be at least 1 ms",
@@ -638,13 +666,15 @@ fn entry_list(value: Value) -> Result<Vec<Entry>, &'static str> {
 }
 
 fn pairs(flat: Vec<Value>) -> Result<Fields, &'static str> {
-    if flat.len() % 2 != 0 {
+    if !flat.len().is_multiple_of(2) {
         return Err("an entry has a field without a value");
     }
     let mut fields = Vec::with_capacity(flat.len() / 2);
     let mut flat = flat.into_iter();
     while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
-        let field = bytes(name).zip(bytes(value)).ok_or("a field is not a string")?;
+        let field = bytes(name)
+            .zip(bytes(value))
+            .ok_or("a field is not a string")?;
         fields.push(field);
     }
     Ok(fields)

@@ -43,9 +43,8 @@ pub(crate) fn fields(event: &Event, source: &str) -> Fields {
 /// [`outbox_core::ErrorKind::Permanent`] (see [`ReceivedEvent::from_binary`]).
 pub(crate) fn decode(fields: &Fields) -> Result<ReceivedEvent> {
     let value = |name: &[u8]| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-    let attribute = |name: &str| {
-        value(name.as_bytes()).and_then(|v| String::from_utf8(v.clone()).ok())
-    };
+    let attribute =
+        |name: &str| value(name.as_bytes()).and_then(|v| String::from_utf8(v.clone()).ok());
     let body = value(DATA.as_bytes()).cloned().unwrap_or_default();
 
     let mut headers = Headers::new();

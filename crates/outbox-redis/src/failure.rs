@@ -32,8 +32,8 @@ const UNAVAILABLE_CODES: [&str; 6] = [
 ///
 /// | what failed | kind |
 /// | --- | --- |
-/// | connection refused, reset or lost, I/O errors, no reply within the response timeout | `Unavailable` |
-/// | `READONLY`, `MASTERDOWN`, `CLUSTERDOWN`, `NOAUTH`, `WRONGPASS`, `NOREPLICAS`, failed authentication | `Unavailable` |
+/// | connection refused, reset or lost, I/O errors, no reply in time | `Unavailable` |
+/// | the codes in `UNAVAILABLE_CODES`, failed authentication | `Unavailable` |
 /// | `OOM`, `BUSY`, `LOADING`, `TRYAGAIN` | `Transient` |
 /// | a reply this crate could not read | `Transient` |
 /// | `WRONGTYPE`, `ERR`, `NOPERM` and every other error code | `Permanent` |

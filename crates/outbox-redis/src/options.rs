@@ -146,7 +146,10 @@ pub struct RedisConsumerOptions {
     /// acknowledges rejected entries without a copy. Default: `None`.
     pub dead_letter_stream: Option<String>,
     /// Creates the group when it is missing (`XGROUP CREATE ... 0 MKSTREAM`), so
-    /// that it starts at the beginning of the stream. Default: `true`.
+    /// that it starts at the beginning of the stream: on connecting, and again
+    /// whenever a read finds it gone, as after a restart of a server that keeps
+    /// nothing on disk. Without it, reading a missing group fails `next` with
+    /// `Config`. Default: `true`.
     pub create_group: bool,
     /// How long a command other than the blocking read waits for its reply.
     /// Default: 5 seconds.

@@ -87,7 +87,11 @@ mod tests {
 
     #[test]
     fn placeholders_are_replaced_and_text_kept() {
-        let render = |text: &str| Template::parse(text).unwrap().render("orders", "order.paid");
+        let render = |text: &str| {
+            Template::parse(text)
+                .unwrap()
+                .render("orders", "order.paid")
+        };
         assert_eq!(render("outbox:{stream}"), "outbox:orders");
         assert_eq!(render("{stream}:{type}"), "orders:order.paid");
         assert_eq!(render("all-events"), "all-events");
