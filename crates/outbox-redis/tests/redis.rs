@@ -653,3 +653,66 @@ async fn without_a_dead_letter_stream_a_reject_only_acknowledges() {
     .await;
     assert_eq!(keys, [key]);
 }
+
+#[tokio::test]
+async fn a_cancelled_next_loses_nothing() {
+    let Some(fixture) = redis("a_cancelled_next_loses_nothing") else {
+        return;
+    };
+    let publisher = publisher(&fixture.url).await;
+    let key = publisher.stream_key(&fixture.name, "t");
+    let options = RedisConsumerOptions {
+        block: Duration::from_secs(5),
+        ..consumer_options(&fixture.url, &key, "c")
+    };
+    let mut consumer = consumer(options).await;
+
+    // Cut off while its read waits on the server; the server hands the next
+    // entry to that same read, so only carrying the read on delivers it.
+    assert_quiet(&mut consumer).await;
+    let event = event(&fixture.name, "k", 1, "t");
+    bounded(publisher.publish(&event)).await.unwrap();
+
+    let started = Instant::now();
+    let delivery = next(&mut consumer).await;
+    assert_eq!(event_of(&delivery).event_id, event.event_id);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    bounded(delivery.ack()).await.unwrap();
+}
+
+#[tokio::test]
+async fn pending_entries_deleted_from_the_stream_are_acknowledged_and_skipped() {
+    let Some(fixture) =
+        redis("pending_entries_deleted_from_the_stream_are_acknowledged_and_skipped")
+    else {
+        return;
+    };
+    let publisher = publisher(&fixture.url).await;
+    let key = publisher.stream_key(&fixture.name, "t");
+    let events: Vec<Event> = (1..=2)
+        .map(|seq| event(&fixture.name, "k", seq, "t"))
+        .collect();
+    for event in &events {
+        bounded(publisher.publish(event)).await.unwrap();
+    }
+
+    let options = consumer_options(&fixture.url, &key, "c");
+    let mut first = consumer(options.clone()).await;
+    drop([next(&mut first).await, next(&mut first).await]);
+    drop(first);
+
+    let mut conn = raw(&fixture.url).await;
+    let stored = entries(&mut conn, &key).await;
+    let _: i64 = query(&mut conn, redis::cmd("XDEL").arg(&key).arg(&stored[0].0)).await;
+    assert_eq!(pending(&mut conn, &key, "g").await, 2);
+
+    let mut second = consumer(options).await;
+    let delivery = next(&mut second).await;
+    assert_eq!(event_of(&delivery).event_id, events[1].event_id);
+    bounded(delivery.ack()).await.unwrap();
+    assert_eq!(pending(&mut conn, &key, "g").await, 0);
+}
