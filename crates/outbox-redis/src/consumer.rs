@@ -57,6 +57,10 @@ const DEAD_LETTER_SCRIPT: &str = "redis.call('XADD', KEYS[2], '*', unpack(ARGV, 
 /// over when the consumer is dropped stay pending under its name, for the next
 /// run or a claim.
 ///
+/// A read that finds the group gone, as after a restart of a server that keeps
+/// nothing on disk, creates it again when
+/// [`RedisConsumerOptions::create_group`] is on, and reads on.
+///
 /// An entry whose fields cannot be decoded comes out as a malformed delivery with
 /// a [`ErrorKind::Permanent`] error. An entry that was trimmed or deleted while
 /// pending has no fields left; it is acknowledged and skipped, with a warning.

@@ -70,6 +70,19 @@
 //! | `WRONGTYPE` (the key is not a stream), `NOPERM`, any other error reply | `Permanent` |
 //! | invalid options, a URL the client refuses, credentials refused when connecting | `Config` |
 //!
+//! # Options
+//!
+//! The publisher's [`RedisOptions`] (all with defaults for a local server):
+//! `url` (`redis://127.0.0.1:6379`), `stream_template` (`outbox:{stream}`),
+//! `source_template` (`/outbox/{stream}`), `max_len` (none), `wait_replicas` (0)
+//! and `wait_timeout` (1 s), `response_timeout` (5 s), `connect_timeout` (5 s).
+//!
+//! The consumer's [`RedisConsumerOptions`]: `url`, `stream_key`, `group`,
+//! `consumer` (a name that must stay the same across restarts), `batch_size`
+//! (100), `max_in_flight` (1,000), `block` (2 s), `claim_min_idle` (60 s),
+//! `dead_letter_stream` (none), `create_group` (yes), `response_timeout` and
+//! `connect_timeout` (5 s each).
+//!
 //! # Example
 //!
 //! ```no_run
