@@ -20,6 +20,10 @@ use sqlx::{AssertSqlSafe, ConnectOptions};
 mod nats;
 #[cfg(feature = "nats")]
 pub use nats::{DEFAULT_NATS_URL, NatsFixture, NatsServer, nats, nats_url, unique_stream_name};
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use redis::{DEFAULT_REDIS_URL, RedisFixture, RedisServer, redis, redis_url};
 
 /// The PostgreSQL server tests use, unless `OUTBOX_TEST_DATABASE_URL` says otherwise.
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
