@@ -163,7 +163,12 @@ impl RabbitConsumer {
             Err(_) => return Err(failure::connect_timeout(&self.url, self.connect_timeout)),
         };
 
-        info!(url = %self.url, queue, prefetch = self.prefetch, "subscribed to rabbitmq queue");
+        info!(
+            url = %self.url,
+            queue,
+            prefetch = self.prefetch,
+            "subscribed to rabbitmq queue"
+        );
         Ok(Session {
             subscription,
             _channel: channel,
@@ -324,7 +329,12 @@ pub async fn declare_queue(url: &str, spec: &QueueSpec) -> Result<()> {
                 failure::setup_failure(e, format!("cannot bind queue {queue:?} by {key:?}"))
             })?;
     }
-    info!(queue, exchange = %spec.exchange, binding_keys = ?spec.binding_keys, "declared rabbitmq queue");
+    info!(
+        queue,
+        exchange = %spec.exchange,
+        binding_keys = ?spec.binding_keys,
+        "declared rabbitmq queue"
+    );
 
     let _ = connection.close(200, "done".into()).await;
     Ok(())

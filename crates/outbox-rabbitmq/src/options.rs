@@ -67,7 +67,9 @@ pub struct RabbitOptions {
     pub connect_timeout: Duration,
     /// How many publishes may await their confirm at once; each holds a channel
     /// of its own while it does. More wait for a channel, within their confirm
-    /// timeout. Default: 128.
+    /// timeout. It must stay below the broker's `channel_max` (2047 unless
+    /// configured otherwise), or opening the last channels fails as
+    /// `Unavailable`. Default: 64.
     pub max_in_flight: usize,
     /// The connection name the broker shows in its management tools. Default:
     /// `outbox`.
@@ -84,7 +86,7 @@ impl Default for RabbitOptions {
             declare_exchange: false,
             confirm_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
-            max_in_flight: 128,
+            max_in_flight: 64,
             connection_name: "outbox".to_owned(),
         }
     }
