@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use outbox_core::{Error, Event, Publisher, Result};
@@ -210,8 +210,8 @@ impl RabbitPublisher {
     /// Publishes one message on a channel of its own and waits for its confirm.
     async fn send(
         &self,
-        exchange: &str,
-        routing_key: &str,
+        (exchange, routing_key): (&str, &str),
+        message_id: &str,
         payload: &[u8],
         properties: BasicProperties,
     ) -> Result<()> {
@@ -244,6 +244,16 @@ impl RabbitPublisher {
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                let returned_id = returned.properties.message_id().as_ref();
+                if returned_id.map(ShortString::as_str) != Some(message_id) {
+                    // One message per channel makes this impossible; the publish
+                    // fails all the same, since its own return may be elsewhere.
+                    warn!(
+                        event_id = message_id,
+                        returned_id = ?returned_id,
+                        "rabbitmq returned another message on this channel"
+                    );
+                }
                 Err(failure::unroutable(
                     exchange,
                     routing_key,
@@ -314,6 +324,7 @@ impl Publisher for RabbitPublisher {
         let (exchange, routing_key) = self.destination(&event.stream, &event.event_type)?;
         let source = self.source.render(&event.stream, &event.event_type);
         let properties = binding::properties(event, &source)?;
+        let message_id = event.event_id.to_string();
 
         let publish = async {
             let _slot = self
@@ -321,13 +332,10 @@ impl Publisher for RabbitPublisher {
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");
-            self.send(
-                &exchange,
-                &routing_key,
-                event.payload.as_bytes(),
-                properties,
-            )
-            .await
+            let destination = (exchange.as_str(), routing_key.as_str());
+            let payload = event.payload.as_bytes();
+            self.send(destination, &message_id, payload, properties)
+                .await
         };
         match tokio::time::timeout(self.confirm_timeout, publish).await {
             Ok(result) => result,

@@ -692,15 +692,17 @@ async fn refused_credentials_and_missing_queues_are_configuration_errors() {
     else {
         return;
     };
+    // Only the default test url is known to carry a password to spoil.
     let wrong = fixture.url.replacen("guest:guest", "guest:wrong", 1);
-    assert_ne!(wrong, fixture.url, "the test url carries guest's password");
-    let err = bounded(RabbitPublisher::connect(RabbitOptions {
-        url: wrong,
-        ..RabbitOptions::default()
-    }))
-    .await
-    .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Config, "{}", err.chain());
+    if wrong != fixture.url {
+        let err = bounded(RabbitPublisher::connect(RabbitOptions {
+            url: wrong,
+            ..RabbitOptions::default()
+        }))
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{}", err.chain());
+    }
 
     let err = bounded(RabbitConsumer::connect(RabbitConsumerOptions {
         url: fixture.url.clone(),
