@@ -24,6 +24,12 @@ pub use nats::{DEFAULT_NATS_URL, NatsFixture, NatsServer, nats, nats_url, unique
 mod redis;
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_REDIS_URL, RedisFixture, RedisServer, redis, redis_url};
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::{
+    DEFAULT_RABBITMQ_URL, RabbitFixture, close_connections_named, rabbitmq, rabbitmq_url,
+};
 
 /// The PostgreSQL server tests use, unless `OUTBOX_TEST_DATABASE_URL` says otherwise.
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
