@@ -23,8 +23,11 @@
 //! | `ce-outboxstream` | the outbox stream |
 //! | `webhook-id` | the event id |
 //! | `webhook-timestamp` | the send time, in seconds since the Unix epoch |
-//! | `webhook-signature` | `v1,` and the base64 of HMAC-SHA256(key, `{webhook-id}.{webhook-timestamp}.{body}`), once per secret, separated by spaces |
+//! | `webhook-signature` | one `v1,` signature per secret, separated by spaces (see [`sign`]) |
 //! | the event's own headers | as they are, names in lower case |
+//!
+//! A signature is `v1,` and the base64 of HMAC-SHA256, keyed by the secret, over
+//! `{webhook-id}.{webhook-timestamp}.{body}`.
 //!
 //! `ce-` values are percent-encoded where the binding requires it (space, `"`,
 //! `%` and anything outside printable ASCII), so keys and types may hold any
@@ -51,6 +54,22 @@
 //! 4xx and every 3xx dead-letter the event, an endpoint that cannot be reached
 //! pauses the relay. The relay sends one event per key at a time, so each key
 //! reaches the endpoint in order.
+//!
+//! # Receiving
+//!
+//! [`WebhookReceiver`] holds each request open until its delivery is settled:
+//! acknowledged answers 204, rejected 422 (400 for a malformed request), and a
+//! delivery dropped unsettled 503, so the sender sends it again. A request whose
+//! signature does not verify gets 401 and never becomes a delivery. The full
+//! table is in its documentation.
+//!
+//! # Options
+//!
+//! [`WebhookOptions`]: `url` (required, a template), `secrets` (required, one or
+//! more), `source_template` (`/outbox/{stream}`), `timeout` (10 s),
+//! `connect_timeout` (5 s), `max_in_flight` (64), `user_agent`.
+//! [`ReceiverOptions`]: `listen` (`127.0.0.1:8080`), `secret` (required),
+//! `tolerance` (5 minutes), `max_in_flight` (256), `max_body_bytes` (2 MiB).
 //!
 //! # Destination
 //!

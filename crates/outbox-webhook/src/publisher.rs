@@ -35,16 +35,18 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 ///
 /// # Errors
 ///
-/// | what happened | kind | the relay |
+/// | answer or failure | kind | the relay |
 /// | --- | --- | --- |
 /// | 2xx | (success) | marks the event done |
 /// | 408, 429, 5xx | `Transient` | retries with backoff, counting the attempt |
-/// | no answer within [`WebhookOptions::timeout`] on an open connection | `Transient` | retries, counting the attempt |
-/// | connection refused, name unresolved, connect timeout, connection lost before the answer | `Unavailable` | pauses all publishing, not counting the attempt |
-/// | 3xx (not followed), 4xx other than 408 and 429 | `Permanent` | dead-letters the event |
-/// | an invalid URL for this event, a header HTTP cannot carry | `Permanent` | dead-letters the event; nothing was sent |
+/// | no answer within the timeout, connection made | `Transient` | the same |
+/// | refused, name unresolved, connect timeout | `Unavailable` | pauses, not counting it |
+/// | connection lost before the answer | `Unavailable` | the same |
+/// | 3xx (not followed), any other 4xx | `Permanent` | dead-letters the event |
+/// | no valid URL for the event, a bad header | `Permanent` | the same; nothing was sent |
 ///
-/// `Retry-After` is not read: a 429 or 503 is retried on the relay's own
+/// The timeout is [`WebhookOptions::timeout`]; a bad header is a name or value
+/// HTTP cannot carry. `Retry-After` is not read: a 429 or 503 is retried on the relay's own
 /// backoff. An endpoint that answers 5xx for longer than the relay's attempts
 /// last sends the events to the dead letters one by one, while one that cannot
 /// be reached holds them all back; with a URL template spreading events over

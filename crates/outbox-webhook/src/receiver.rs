@@ -31,18 +31,25 @@ use crate::{ReceiverOptions, binding};
 /// binding. The request stays open until its delivery is settled, and the
 /// answer follows from how:
 ///
-/// | delivery | answer | the outbox publisher on the other side |
+/// | delivery | answer | the outbox publisher |
 /// | --- | --- | --- |
 /// | acknowledged | 204 No Content | marks the event done |
 /// | rejected | 422 Unprocessable Content | dead-letters the event |
 /// | malformed, rejected | 400 Bad Request | dead-letters the event |
-/// | dropped unsettled, or the receiver dropped | 503 Service Unavailable | retries the event later |
-/// | (signature missing, wrong or out of tolerance: no delivery) | 401 Unauthorized | dead-letters the event |
-/// | (body over [`ReceiverOptions::max_body_bytes`]: no delivery) | 413 Content Too Large | dead-letters the event |
+/// | dropped unsettled, or the receiver dropped | 503 Service Unavailable | retries it |
+/// | none: signature missing, wrong or stale | 401 Unauthorized | dead-letters the event |
+/// | none: body over the limit | 413 Content Too Large | dead-letters the event |
+///
+/// A stale signature is one outside [`ReceiverOptions::tolerance`]; the limit is
+/// [`ReceiverOptions::max_body_bytes`].
 ///
 /// A request whose `ce-` attributes cannot be decoded, or whose `ce-id` differs
 /// from the signed `webhook-id`, becomes a [`Delivery::malformed`] of kind
 /// [`ErrorKind::Permanent`]; acknowledging one answers 204 like any other.
+///
+/// The event's headers are the request's headers less the CloudEvents ones and
+/// [`crate::RESERVED_HEADERS`], names in lower case; headers that a proxy on the
+/// way adds (`via`, `x-forwarded-for`) appear among them.
 ///
 /// Up to [`ReceiverOptions::max_in_flight`] deliveries may be unsettled at
 /// once; further requests wait for a slot. Events of one key arrive one at a

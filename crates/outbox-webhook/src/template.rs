@@ -91,11 +91,6 @@ impl Template {
         &self.text
     }
 
-    /// Whether the template has any placeholder.
-    pub fn has_placeholder(&self) -> bool {
-        self.parts.iter().any(|p| !matches!(p, Part::Text(_)))
-    }
-
     /// Replaces the placeholders with `stream` and `event_type` as they are.
     pub fn render(&self, stream: &str, event_type: &str) -> String {
         self.render_with(stream, event_type, |text, out| out.push_str(text))
@@ -189,11 +184,9 @@ mod tests {
     fn placeholders_are_replaced_and_text_is_kept() {
         let template = Template::parse("/outbox/{stream}/{type}/{stream}").unwrap();
         assert_eq!(template.render("s", "t"), "/outbox/s/t/s");
-        assert!(template.has_placeholder());
 
         let fixed = Template::parse("http://h/hook").unwrap();
         assert_eq!(fixed.render("s", "t"), "http://h/hook");
-        assert!(!fixed.has_placeholder());
         assert_eq!(fixed.as_str(), "http://h/hook");
     }
 
