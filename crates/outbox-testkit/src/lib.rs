@@ -20,6 +20,10 @@ use sqlx::{AssertSqlSafe, ConnectOptions};
 mod nats;
 #[cfg(feature = "nats")]
 pub use nats::{DEFAULT_NATS_URL, NatsFixture, NatsServer, nats, nats_url, unique_stream_name};
+#[cfg(feature = "mqtt")]
+mod mqtt;
+#[cfg(feature = "mqtt")]
+pub use mqtt::{DEFAULT_MQTT_URL, MosquittoServer, MqttFixture, mqtt, mqtt_url, unique_mqtt_name};
 
 /// The PostgreSQL server tests use, unless `OUTBOX_TEST_DATABASE_URL` says otherwise.
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
