@@ -52,6 +52,14 @@
 //! subscriber one topic per key to filter on, at the price of one topic per key
 //! in the broker.
 //!
+//! Redelivery can still break the order a consumer sees: a message left
+//! unacknowledged comes again only when the session reconnects, after the
+//! later messages the consumer did acknowledge. Mosquitto's own documentation
+//! promises in-order delivery only with `max_inflight_messages 1`. A consumer
+//! that settles each message of a key before it takes the next one of that
+//! key, and goes on past a message only by settling it, sees each key in
+//! order; the `sequence` attribute lets any consumer check.
+//!
 //! # What a PUBACK means
 //!
 //! A PUBACK says the broker took the message and queued it for every
@@ -67,6 +75,8 @@
 //!   subscriptions while the consumer is away;
 //! - Mosquitto acknowledges and drops a publish that its ACL denies to the
 //!   publisher's user, since MQTT 3.1.1 has no way to refuse it;
+//! - Mosquitto acknowledges and drops a message over its
+//!   `message_size_limit` (none by default);
 //! - Mosquitto queues at most `max_queued_messages` (1,000 by default) per
 //!   session beyond those in flight and drops further QoS 1 messages.
 //!
@@ -111,6 +121,14 @@
 //!   connection, which the relay sees as `Unavailable` again and again; keep
 //!   [`MqttOptions::max_message_bytes`] within the broker's limit, so that such
 //!   an event fails as permanent instead.
+//! - A message over [`MqttConsumerOptions::max_message_bytes`], which only a
+//!   publisher other than this crate's can send, closes the consumer's
+//!   connection; the broker sends it again on every reconnect, and the
+//!   consumer receives nothing until the limit is raised or the session is
+//!   deleted.
+//! - [`outbox_core::Delivery::ack`] queues the PUBACK and returns; it is not
+//!   confirmed by the broker (MQTT has no answer to a PUBACK). A connection
+//!   lost before it was written means the message comes again.
 
 mod connection;
 mod consumer;

@@ -198,7 +198,8 @@ pub(crate) fn broker_addr(url: &str) -> Result<BrokerAddr> {
         )));
     }
     let host = match parsed.host_str() {
-        Some(host) if !host.is_empty() => host.trim_matches(['[', ']']).to_owned(),
+        // An IPv6 address keeps its brackets: rumqttc appends `:port` to it.
+        Some(host) if !host.is_empty() => host.to_owned(),
         _ => return Err(invalid()),
     };
     let port = parsed.port().unwrap_or(if tls { 8883 } else { 1883 });
@@ -302,7 +303,7 @@ mod tests {
         assert_eq!((addr.host.as_str(), addr.port), ("broker.internal", 1883));
 
         let addr = broker_addr("tcp://relay:p%40ss@[::1]:2883/").unwrap();
-        assert_eq!((addr.host.as_str(), addr.port), ("::1", 2883));
+        assert_eq!((addr.host.as_str(), addr.port), ("[::1]", 2883));
         assert_eq!(
             addr.credentials,
             Some(("relay".to_owned(), "p@ss".to_owned()))

@@ -308,7 +308,12 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, url: String) {
                 if was_connected {
                     warn!(url = %url, error = %err, "lost connection to mqtt");
                 } else {
-                    debug!(url = %url, error = %err, pause_ms = pause.as_millis(), "mqtt reconnect failed");
+                    debug!(
+                        url = %url,
+                        error = %err,
+                        pause_ms = pause.as_millis(),
+                        "mqtt reconnect failed"
+                    );
                 }
                 tokio::time::sleep(pause).await;
             }

@@ -687,3 +687,93 @@ async fn publishes_cut_off_by_a_broker_crash_fail_at_once_and_succeed_after_it_r
         failed.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_resubscribes_after_a_broker_restart_and_refuses_stale_acks() {
+    let Some(mut server) = MosquittoServer::spawn(
+        "the_consumer_resubscribes_after_a_broker_restart_and_refuses_stale_acks",
+    ) else {
+        return;
+    };
+    let fixture = MqttFixture {
+        url: server.url(),
+        host: "127.0.0.1".into(),
+        port: server.port(),
+        stream: unique_mqtt_name(),
+    };
+    let options = consumer_options(&fixture, &unique_mqtt_name());
+    let mut consumer = consumer(&options).await;
+    let publisher = publisher(&fixture.url).await;
+
+    let before = event(&fixture.stream, "order-1", 1);
+    bounded(publisher.publish(&before)).await.unwrap();
+    let stale = next_event(&mut consumer).await;
+    assert_eq!(id_of(&stale), before.event_id);
+
+    // The private broker keeps no sessions across a restart: the consumer must
+    // subscribe again by itself for the next event to reach it.
+    server.stop();
+    server.start();
+    let after = event(&fixture.stream, "order-1", 2);
+    let delivery = bounded(async {
+        loop {
+            if publisher.publish(&after).await.is_ok()
+                && let Ok(next) = tokio::time::timeout(QUIET, consumer.next()).await
+            {
+                break next.expect("next delivery").expect("consumer ended");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(id_of(&delivery), after.event_id);
+
+    let err = bounded(stale.ack()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    bounded(delivery.ack()).await.unwrap();
+    bounded(consumer.close()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_resolves_only_on_its_puback() {
+    let Some(server) = MosquittoServer::spawn("a_publish_resolves_only_on_its_puback") else {
+        return;
+    };
+    let fixture = MqttFixture {
+        url: server.url(),
+        host: "127.0.0.1".into(),
+        port: server.port(),
+        stream: unique_mqtt_name(),
+    };
+    let topic = format!("outbox/{}", fixture.stream);
+    let mut subscriber =
+        RawSubscriber::subscribe(fixture.client_options(&unique_mqtt_name()), &topic).await;
+    let ack_timeout = Duration::from_secs(1);
+    let options = MqttOptions {
+        url: server.url(),
+        ack_timeout,
+        ..MqttOptions::default()
+    };
+    let publisher = bounded(MqttPublisher::connect(options)).await.unwrap();
+    bounded(publisher.publish(&event(&fixture.stream, "order-1", 1)))
+        .await
+        .unwrap();
+    subscriber.next().await;
+
+    // A frozen broker takes the bytes into its socket and answers nothing.
+    server.pause();
+    let unanswered = event(&fixture.stream, "order-1", 2);
+    let started = Instant::now();
+    let err = bounded(publisher.publish(&unanswered)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.chain());
+    assert!(started.elapsed() >= ack_timeout, "{:?}", started.elapsed());
+    server.resume();
+
+    // The message was taken after all: a timed-out publish may be stored, and
+    // the retry makes a second copy with the same id.
+    let body: serde_json::Value = serde_json::from_slice(&subscriber.next().await.payload).unwrap();
+    assert_eq!(body["id"], unanswered.event_id.to_string());
+    bounded(publisher.publish(&unanswered)).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&subscriber.next().await.payload).unwrap();
+    assert_eq!(body["id"], unanswered.event_id.to_string());
+}

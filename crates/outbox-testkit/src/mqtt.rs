@@ -93,7 +93,8 @@ async fn probe(options: rumqttc::MqttOptions) -> Result<(), String> {
 /// anonymous access; killed on drop.
 ///
 /// [`MosquittoServer::stop`] kills the process at once, as a crash would;
-/// [`MosquittoServer::start`] runs it again on the same port, empty. The
+/// [`MosquittoServer::start`] runs it again on the same port, empty;
+/// [`MosquittoServer::pause`] freezes it. The
 /// binary is `mosquitto` on the `PATH` or in `/usr/sbin` unless
 /// `OUTBOX_TEST_MOSQUITTO` names another.
 pub struct MosquittoServer {
@@ -156,6 +157,27 @@ impl MosquittoServer {
             child.kill().ok();
             child.wait().expect("wait for mosquitto to exit");
         }
+    }
+
+    /// Freezes the broker with SIGSTOP: connections stay open, nothing is
+    /// answered, as with a hung broker. [`MosquittoServer::resume`] thaws it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker run again with SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("mosquitto is running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} mosquitto failed");
     }
 
     /// Runs the broker again on the same port and waits until it accepts
