@@ -13,8 +13,8 @@
 //! whole event as one CloudEvents JSON object, written by
 //! [`outbox_file::encode_structured`] (the format of the file publisher's
 //! lines, without the line feed) and read back by [`outbox_file::parse_line`].
-//! The message has no content type of its own (3.1.1 cannot carry one); the
-//! body is always `application/cloudevents+json`.
+//! The message has no content type of its own (3.1.1 cannot carry one): the
+//! body is `application/cloudevents+json` by convention.
 //!
 //! | envelope | in the JSON body |
 //! | --- | --- |
@@ -45,12 +45,13 @@
 //! MQTT promises order per topic only: the broker forwards the QoS 1 messages
 //! one client published to one topic in the order it published them. One topic
 //! per stream puts every key of the stream under that promise, whatever its
-//! event types. The relay adds its own rule, one event of a key in flight at a
-//! time, so a key's events also arrive in order under templates with `{type}`
-//! or `{key}`, as long as the broker keeps the order it accepted messages in
-//! across topics, which Mosquitto does for each subscriber. `{key}` gives a
-//! subscriber one topic per key to filter on, at the price of one topic per key
-//! in the broker.
+//! event types. A template with `{key}` and without `{type}` gives each key a
+//! topic of its own, which the promise covers as well, and lets a subscriber
+//! filter by key, at the price of one topic per key in the broker. With
+//! `{type}`, the events of one key spread over several topics; they should
+//! still arrive in order, since the relay has one event of a key in flight at a
+//! time and Mosquitto queues a message for each subscriber as it accepts it,
+//! but no promise of MQTT covers that and it is not tested here.
 //!
 //! Redelivery can still break the order a consumer sees: a message left
 //! unacknowledged comes again only when the session reconnects, after the

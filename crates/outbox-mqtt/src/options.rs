@@ -50,9 +50,10 @@ pub struct MqttOptions {
     /// The CloudEvents `source` of each event, a template over `{stream}` and
     /// `{type}` (not escaped). Default: [`DEFAULT_SOURCE_TEMPLATE`].
     pub source_template: String,
-    /// The MQTT client id. `None` picks `outbox-` and 16 random hex digits at
-    /// each connect, so that two relays never share an id: the broker closes
-    /// the older of two connections with the same id. Default: `None`.
+    /// The MQTT client id. `None` picks `outbox-` and 16 random hex digits in
+    /// [`crate::MqttPublisher::connect`], kept across reconnects, so that two
+    /// relays never share an id: the broker closes the older of two
+    /// connections with the same id. Default: `None`.
     pub client_id: Option<String>,
     /// How long one publish waits for its PUBACK, counted from the call, so
     /// the wait for a free in-flight slot is included. Default: 5 seconds.
