@@ -4,7 +4,9 @@
 //! [`FilePublisher`] appends to a file and [`StdoutPublisher`] writes to standard
 //! output, both one event per line; [`read_events`] and [`parse_events`] read
 //! the lines back as [`PublishedEvent`] values, so that a demo or a test can see
-//! what was published, duplicates and order included.
+//! what was published, duplicates and order included. [`encode_structured`] and
+//! [`parse_line`] are the codec itself, for brokers that carry the event as one
+//! structured CloudEvents JSON body.
 //!
 //! # The line format
 //!
@@ -65,6 +67,6 @@ mod writer;
 
 pub use consumer::FileConsumer;
 pub use file::{FileOptions, FilePublisher};
-pub use line::{DEFAULT_SOURCE, PublishedEvent, parse_line};
+pub use line::{DEFAULT_SOURCE, PublishedEvent, encode_structured, parse_line};
 pub use read::{parse_events, read_events};
 pub use stdout::{StdoutOptions, StdoutPublisher};

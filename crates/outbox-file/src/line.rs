@@ -74,21 +74,59 @@ enum Data {
 /// A payload declared JSON that does not parse is refused as
 /// [`ErrorKind::Permanent`]: no retry can make it valid.
 pub(crate) fn encode(event: &Event, source: &SourceTemplate) -> Result<Vec<u8>> {
-    let source = source.render(&event.stream);
-    let attributes = CloudEventAttributes::of(event, &source);
+    let mut line = encode_structured(event, &source.render(&event.stream))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Encodes `event` as one CloudEvents JSON object, in the format of the lines
+/// described in the crate documentation but without the line feed, with
+/// `source` as its `source` attribute, used as it is.
+///
+/// This is the structured content mode of the CloudEvents bindings: a
+/// publisher for a protocol that cannot carry the attributes as headers (such
+/// as MQTT 3.1.1) sends these bytes as the message body, and the receiver reads
+/// them back with [`parse_line`]. The object holds no raw line break.
+///
+/// A payload declared JSON that does not parse is refused as
+/// [`ErrorKind::Permanent`]: no retry can make it valid.
+///
+/// ```
+/// use outbox_file::{encode_structured, parse_line};
+/// # let event = outbox_core::Event {
+/// #     id: 1,
+/// #     event_id: outbox_core::EventId::new(),
+/// #     stream: "orders".into(),
+/// #     key: "order-42".into(),
+/// #     seq: 3,
+/// #     partition: 0,
+/// #     event_type: "order.created".into(),
+/// #     payload: outbox_core::Payload::bytes("application/json", r#"{"total":30}"#),
+/// #     headers: Default::default(),
+/// #     created_at: chrono::Utc::now(),
+/// #     attempts: 0,
+/// # };
+///
+/// let body = encode_structured(&event, "/shop/orders")?;
+/// let read = parse_line(std::str::from_utf8(&body).unwrap())?;
+/// assert_eq!((read.key.as_str(), read.seq), ("order-42", 3));
+/// assert_eq!(read.source, "/shop/orders");
+/// # Ok::<(), outbox_core::Error>(())
+/// ```
+pub fn encode_structured(event: &Event, source: &str) -> Result<Vec<u8>> {
+    let attributes = CloudEventAttributes::of(event, source);
     let data = if event.payload.is_json() {
         Data::Json(inline_json(event.payload.as_bytes())?)
     } else {
         Data::Base64(BASE64.encode(event.payload.as_bytes()))
     };
 
-    let mut line = Vec::with_capacity(512 + event.payload.as_bytes().len() * 4 / 3);
-    write_object(&mut line, &attributes, event, &data).map_err(|e| {
+    let mut object = Vec::with_capacity(512 + event.payload.as_bytes().len() * 4 / 3);
+    write_object(&mut object, &attributes, event, &data).map_err(|e| {
         let message = "event cannot be encoded as json";
         Error::new(ErrorKind::Permanent, message).with_source(e)
     })?;
-    line.push(b'\n');
-    Ok(line)
+    Ok(object)
 }
 
 fn write_object(

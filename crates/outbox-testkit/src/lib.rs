@@ -30,6 +30,10 @@ mod rabbitmq;
 pub use rabbitmq::{
     DEFAULT_RABBITMQ_URL, RabbitFixture, close_connections_named, rabbitmq, rabbitmq_url,
 };
+#[cfg(feature = "mqtt")]
+mod mqtt;
+#[cfg(feature = "mqtt")]
+pub use mqtt::{DEFAULT_MQTT_URL, MosquittoServer, MqttFixture, mqtt, mqtt_url, unique_mqtt_name};
 
 /// The PostgreSQL server tests use, unless `OUTBOX_TEST_DATABASE_URL` says otherwise.
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
