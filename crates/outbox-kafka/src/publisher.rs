@@ -207,10 +207,14 @@ impl KafkaPublisher {
         if !Arc::ptr_eq(current.context(), failed.context()) {
             return;
         }
-        let reason = failed.client().fatal_error();
+        let reason = failed.client().fatal_error().map(|(_, text)| text);
         match make_producer(&self.config) {
             Ok(fresh) => {
-                warn!(brokers = %self.brokers, reason = ?reason, "replaced fatally failed kafka producer");
+                warn!(
+                    brokers = %self.brokers,
+                    reason = reason.as_deref().unwrap_or("unknown"),
+                    "replaced fatally failed kafka producer"
+                );
                 *current = fresh;
             }
             Err(err) => warn!(error = %err.chain(), "could not replace kafka producer"),

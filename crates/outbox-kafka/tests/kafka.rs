@@ -15,7 +15,7 @@ use outbox_core::{
     format_sequence,
 };
 use outbox_kafka::{KafkaConsumer, KafkaConsumerOptions, KafkaOptions, KafkaPublisher};
-use outbox_testkit::{KafkaFixture, kafka};
+use outbox_testkit::{KafkaFixture, KafkaServer, kafka};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
@@ -111,15 +111,25 @@ fn client_config(fixture: &KafkaFixture) -> ClientConfig {
     config
 }
 
-/// Deletes the fixture's topic.
-async fn drop_topic(fixture: &KafkaFixture) {
+/// Deletes the fixture's topic and the consumer group `group`, if given.
+async fn clean_up(fixture: &KafkaFixture, group: Option<&str>) {
     let admin: AdminClient<DefaultClientContext> =
         client_config(fixture).create().expect("admin client");
-    let results = bounded(admin.delete_topics(&[&fixture.topic], &AdminOptions::new()))
+    let options = AdminOptions::new();
+    let results = bounded(admin.delete_topics(&[&fixture.topic], &options))
         .await
         .expect("delete topic");
     for result in results {
         result.expect("topic deleted");
+    }
+
+    if let Some(group) = group {
+        let results = bounded(admin.delete_groups(&[group], &options))
+            .await
+            .expect("delete group");
+        for result in results {
+            result.expect("group deleted");
+        }
     }
 }
 
@@ -286,7 +296,7 @@ async fn concurrent_publishes_are_stored_once_each_and_in_key_order() {
     assert_eq!(record.key(), Some(&b"key-0"[..]));
     assert_eq!(record.payload(), Some(&br#"{"key":"key-0","seq":1}"#[..]));
 
-    drop_topic(&fixture).await;
+    clean_up(&fixture, None).await;
 }
 
 #[tokio::test]
@@ -312,7 +322,7 @@ async fn ensure_topic_creates_once_and_leaves_an_existing_topic_alone() {
         assert_eq!(err.kind(), ErrorKind::Config, "{name} {partitions}");
     }
 
-    drop_topic(&fixture).await;
+    clean_up(&fixture, None).await;
 }
 
 #[tokio::test]
@@ -332,7 +342,7 @@ async fn oversized_records_are_permanent_failures() {
     let stored = read_back(&fixture, 1).await;
     assert_eq!(header(&stored[0], "ce_id"), fits.event_id.to_string());
 
-    drop_topic(&fixture).await;
+    clean_up(&fixture, None).await;
 }
 
 #[tokio::test]
@@ -432,7 +442,7 @@ async fn the_consumer_decodes_what_the_publisher_sent() {
     }
     bounded(consumer.close()).await.unwrap();
 
-    drop_topic(&fixture).await;
+    clean_up(&fixture, Some(&group)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,7 +497,7 @@ async fn acked_deliveries_stay_done_and_dropped_ones_come_again() {
     delivery.ack().await.unwrap();
     bounded(third.close()).await.unwrap();
 
-    drop_topic(&fixture).await;
+    clean_up(&fixture, Some(&group)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,7 +546,7 @@ async fn a_record_without_an_id_is_malformed_and_can_be_rejected() {
     delivery.ack().await.unwrap();
     bounded(consumer.close()).await.unwrap();
 
-    drop_topic(&fixture).await;
+    clean_up(&fixture, Some(&group)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,5 +577,72 @@ async fn next_waits_while_max_unsettled_deliveries_are_out() {
     three.ack().await.unwrap();
     bounded(consumer.close()).await.unwrap();
 
-    drop_topic(&fixture).await;
+    clean_up(&fixture, Some(&group)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_to_a_stopped_broker_fail_as_unavailable_within_the_message_timeout() {
+    let Some(mut server) = KafkaServer::spawn(
+        "publishes_to_a_stopped_broker_fail_as_unavailable_within_the_message_timeout",
+    ) else {
+        return;
+    };
+    let message_timeout = Duration::from_secs(2);
+    let options = KafkaOptions {
+        brokers: server.brokers(),
+        message_timeout,
+        ..KafkaOptions::default()
+    };
+    let publisher = bounded(KafkaPublisher::connect(options.clone()))
+        .await
+        .unwrap();
+    let stream = outbox_testkit::unique_topic_name();
+    let before = event(&stream, "order-0", 1, "order.placed");
+    bounded(publisher.publish(&before)).await.unwrap();
+
+    // Many publishes in flight when the broker dies: each ends, and none hangs.
+    let events: Vec<Event> = (1..=50)
+        .map(|k| event(&stream, &format!("order-{k}"), 1, "order.placed"))
+        .collect();
+    let started = Instant::now();
+    let (results, ()) = bounded(async {
+        tokio::join!(
+            join_all(events.iter().map(|e| publisher.publish(e))),
+            async { server.stop() }
+        )
+    })
+    .await;
+    let mut failed = 0;
+    for result in results {
+        if let Err(err) = result {
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.chain());
+            failed += 1;
+        }
+    }
+    let cut_off = started.elapsed();
+    let during = event(&stream, "order-0", 2, "order.placed");
+    let err = bounded(publisher.publish(&during)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.chain());
+    assert!(
+        started.elapsed() < 2 * message_timeout + Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    eprintln!("{failed} of 50 publishes in flight failed, all within {cut_off:?}");
+
+    // tansu keeps producer ids in memory only: once restarted it refuses the
+    // old producer's id for good (a Kafka broker keeps them across restarts),
+    // so the check of the return uses a fresh publisher.
+    server.start();
+    let fresh = bounded(async {
+        loop {
+            match KafkaPublisher::connect(options.clone()).await {
+                Ok(publisher) => break publisher,
+                Err(err) => assert!(err.is_retryable(), "{}", err.chain()),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    bounded(fresh.publish(&during)).await.unwrap();
 }

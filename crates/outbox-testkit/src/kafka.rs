@@ -1,12 +1,16 @@
-//! Kafka fixtures: where the shared test broker is, whether it answers, and topic
-//! and group names of each test's own.
+//! Kafka fixtures: where the shared test broker is, whether it answers, topic
+//! names of each test's own, and private brokers for tests that stop one.
 //!
 //! [`kafka`] follows the same rule as [`crate::pg`]: an unreachable broker skips
-//! the test, or fails it under `CI=true`. The probe is a TCP connection only, so
-//! this module needs no Kafka client; tests talk to the broker with their own.
+//! the test, or fails it under `CI=true`. [`KafkaServer`] runs a `tansu` broker
+//! and applies the same rule when the binary is missing. The probes are TCP
+//! connections only, so this module needs no Kafka client; tests talk to the
+//! broker with their own.
 
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::unreachable;
 
@@ -65,4 +69,132 @@ fn probe(broker: &str) -> std::io::Result<()> {
         }
     }
     Err(last)
+}
+
+/// How long a private broker may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A `tansu` broker of a test's own on a free port of 127.0.0.1, with in-memory
+/// storage; killed on drop.
+///
+/// [`KafkaServer::stop`] kills the process at once, as a crash would;
+/// [`KafkaServer::start`] runs it again on the same port. Its storage is in
+/// memory, so a restarted broker has lost every topic, record, group and
+/// producer id. The binary is `tansu` on the `PATH` unless `OUTBOX_TEST_TANSU`
+/// names another (`crates/outbox-kafka/ci.sh` links one into `/usr/local/bin`).
+pub struct KafkaServer {
+    binary: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl KafkaServer {
+    /// Starts a private broker and waits until it accepts connections, or
+    /// returns `None` when the binary cannot be run outside CI.
+    ///
+    /// # Panics
+    ///
+    /// When the broker exits at start three times, or does not accept
+    /// connections within 15 seconds.
+    pub fn spawn(test: &str) -> Option<KafkaServer> {
+        let binary = std::env::var_os("OUTBOX_TEST_TANSU")
+            .map_or_else(|| PathBuf::from("tansu"), PathBuf::from);
+
+        // The port is free when picked but may be taken before the broker binds
+        // it, so a broker that exits at once is tried again on another port.
+        let mut server = KafkaServer {
+            binary,
+            port: free_port(),
+            child: None,
+        };
+        for _ in 0..3 {
+            match server.launch() {
+                Ok(true) => return Some(server),
+                Ok(false) => server.port = free_port(),
+                Err(e) => {
+                    unreachable("tansu", test, &e);
+                    return None;
+                }
+            }
+        }
+        panic!("tansu exited at start three times");
+    }
+
+    /// `127.0.0.1:PORT`, for `bootstrap.servers`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker and waits for the process to end. Does nothing when it is
+    /// stopped already.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().expect("wait for tansu to exit");
+        }
+    }
+
+    /// Runs the broker again on the same port, empty, and waits until it accepts
+    /// connections. Does nothing when it is running.
+    ///
+    /// # Panics
+    ///
+    /// When the broker cannot be run or exits at once.
+    pub fn start(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        match self.launch() {
+            Ok(true) => {}
+            Ok(false) => panic!("tansu exited at restart on {}", self.brokers()),
+            Err(e) => panic!("tansu cannot be run again: {e}"),
+        }
+    }
+
+    /// Starts the process; `Ok(false)` when it exited before accepting
+    /// connections.
+    fn launch(&mut self) -> std::io::Result<bool> {
+        let url = format!("tcp://{}", self.brokers());
+        let child = Command::new(&self.binary)
+            .arg("broker")
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok() {
+                return Ok(true);
+            }
+            let child = self.child.as_mut().expect("just started");
+            if child.try_wait()?.is_some() {
+                self.child = None;
+                return Ok(false);
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                panic!("tansu did not accept connections within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for KafkaServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("find a free port")
+        .port()
 }

@@ -19,7 +19,9 @@ use sqlx::{AssertSqlSafe, ConnectOptions};
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]
-pub use kafka::{DEFAULT_KAFKA_BROKERS, KafkaFixture, kafka, kafka_brokers, unique_topic_name};
+pub use kafka::{
+    DEFAULT_KAFKA_BROKERS, KafkaFixture, KafkaServer, kafka, kafka_brokers, unique_topic_name,
+};
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "nats")]
