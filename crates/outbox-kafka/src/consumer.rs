@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::context::KafkaContext;
 use crate::offsets::{OffsetTracker, Ticket};
@@ -276,11 +276,12 @@ impl Acknowledge for KafkaAcker {
     }
 
     fn reject(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        warn!(
+        // The caller logs or stores what it rejects; Kafka has nowhere to put it.
+        debug!(
             topic = %self.ticket.partition.0,
             partition = self.ticket.partition.1,
             offset = self.ticket.offset,
-            "skipping rejected kafka record: kafka has no dead letter route"
+            "skipped rejected kafka record"
         );
         let settled = self.settle();
         Box::pin(std::future::ready(settled))

@@ -173,6 +173,12 @@ impl KafkaOptions {
         }
         Ok(config)
     }
+
+    /// The librdkafka configuration of the admin client that creates topics:
+    /// the connection settings and the free-form properties only.
+    pub(crate) fn admin_config(&self) -> Result<ClientConfig> {
+        base_config(&self.brokers, &self.client_id, &self.properties, &[])
+    }
 }
 
 /// How to reach Kafka and which topics to read as which consumer group.

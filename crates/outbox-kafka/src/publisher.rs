@@ -102,13 +102,7 @@ impl KafkaPublisher {
             return Err(Error::config("kafka connect timeout must be above zero"));
         }
         let config = options.client_config()?;
-        let mut admin_config = ClientConfig::new();
-        for (name, value) in options.properties.iter().chain([
-            (&"bootstrap.servers".to_owned(), &options.brokers),
-            (&"client.id".to_owned(), &options.client_id),
-        ]) {
-            admin_config.set(name, value);
-        }
+        let admin_config = options.admin_config()?;
 
         let producer = make_producer(&config)?;
         let probe = producer.clone();
