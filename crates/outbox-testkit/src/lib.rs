@@ -16,6 +16,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions};
 
+#[cfg(feature = "kafka")]
+mod kafka;
+#[cfg(feature = "kafka")]
+pub use kafka::{
+    DEFAULT_KAFKA_BROKERS, KafkaFixture, KafkaServer, kafka, kafka_brokers, unique_topic_name,
+};
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "nats")]
