@@ -43,7 +43,7 @@ pub enum Command {
     /// Events of one key are published in order, each after the previous one was
     /// acknowledged; keys flow in parallel. Several relays may share a database:
     /// they split its partitions between them.
-    Relay(crate::relay::RelayArgs),
+    Relay(Box<crate::relay::RelayArgs>),
     /// Run an order service, a relay and a check of what was published.
     ///
     /// With no arguments it needs nothing but this binary: a SQLite file and a

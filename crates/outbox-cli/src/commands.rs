@@ -10,7 +10,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Migrate { db } => migrate(&db).await,
         Command::Enqueue(args) => enqueue(args).await,
         Command::Status { db, json } => status(&db, json).await,
-        Command::Relay(args) => crate::relay::run(args).await,
+        Command::Relay(args) => crate::relay::run(*args).await,
         Command::Demo(args) => crate::demo::run(args).await,
     }
 }

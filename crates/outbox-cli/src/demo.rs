@@ -18,7 +18,7 @@ use outbox::{
 use serde::Serialize;
 use serde_json::json;
 
-use crate::relay::AnyPublisher;
+use crate::publishers::AnyPublisher;
 
 /// Settings of the demo.
 #[derive(Debug, Args)]

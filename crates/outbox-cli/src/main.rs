@@ -14,6 +14,7 @@ use outbox::ErrorKind;
 mod cli;
 mod commands;
 mod demo;
+mod publishers;
 mod relay;
 
 fn main() -> ExitCode {

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use clap::Args;
 use outbox::{
-    AnyStore, DeadLetterPolicy, Error, ErrorKind, Event, FailSite, Failpoints, Identifier,
-    Publisher, Relay, RelayConfig, Result, StoreOptions,
+    AnyStore, DeadLetterPolicy, Error, FailSite, Failpoints, Identifier, Relay, RelayConfig,
+    Result, StoreOptions,
 };
 use serde::Deserialize;
+
+use crate::publishers::{Destination, PublisherSettings};
 
 /// Every setting of the relay. A flag wins over its environment variable, which
 /// wins over the TOML file, which wins over the default.
@@ -31,7 +33,8 @@ pub struct RelayArgs {
     #[arg(long, env = "OUTBOX_SCHEMA")]
     pub schema: Option<String>,
 
-    /// Where events go: nats, file or stdout [default: nats].
+    /// Where events go: nats, rabbitmq, kafka, redis, mqtt, webhook, file or
+    /// stdout, as compiled in [default: nats].
     #[arg(long, env = "OUTBOX_PUBLISHER")]
     pub publisher: Option<String>,
 
@@ -51,6 +54,70 @@ pub struct RelayArgs {
     /// Subject of each event, from `{stream}` and `{type}` [default: {stream}.{type}].
     #[arg(long, env = "OUTBOX_NATS_SUBJECT")]
     pub nats_subject: Option<String>,
+
+    /// RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f].
+    #[arg(long, env = "OUTBOX_RABBITMQ_URL", hide_env_values = true)]
+    pub rabbitmq_url: Option<String>,
+
+    /// Exchange of each event, from `{stream}` and `{type}` [default: outbox].
+    #[arg(long, env = "OUTBOX_RABBITMQ_EXCHANGE")]
+    pub rabbitmq_exchange: Option<String>,
+
+    /// Routing key of each event, from `{stream}` and `{type}`
+    /// [default: {stream}.{type}].
+    #[arg(long, env = "OUTBOX_RABBITMQ_ROUTING_KEY")]
+    pub rabbitmq_routing_key: Option<String>,
+
+    /// Declare each exchange (durable, topic) before publishing to it.
+    #[arg(long, env = "OUTBOX_RABBITMQ_DECLARE_EXCHANGE")]
+    pub rabbitmq_declare_exchange: Option<bool>,
+
+    /// Kafka bootstrap servers, comma-separated [default: 127.0.0.1:9092].
+    #[arg(long, env = "OUTBOX_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Topic of each event, from `{stream}` and `{type}` [default: {stream}].
+    #[arg(long, env = "OUTBOX_KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
+
+    /// Redis URL [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "OUTBOX_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis stream key of each event, from `{stream}` and `{type}`
+    /// [default: outbox:{stream}].
+    #[arg(long, env = "OUTBOX_REDIS_STREAM")]
+    pub redis_stream: Option<String>,
+
+    /// Trim each Redis stream to about this many entries (`MAXLEN ~`); trimming
+    /// can drop entries no consumer has read [default: no trimming].
+    #[arg(long, env = "OUTBOX_REDIS_MAX_LEN")]
+    pub redis_max_len: Option<u64>,
+
+    /// MQTT broker URL [default: mqtt://127.0.0.1:1883].
+    #[arg(long, env = "OUTBOX_MQTT_URL", hide_env_values = true)]
+    pub mqtt_url: Option<String>,
+
+    /// Topic of each event, from `{stream}`, `{type}` and `{key}`
+    /// [default: outbox/{stream}].
+    #[arg(long, env = "OUTBOX_MQTT_TOPIC")]
+    pub mqtt_topic: Option<String>,
+
+    /// MQTT client id [default: outbox- and 16 random hex digits].
+    #[arg(long, env = "OUTBOX_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
+
+    /// URL each event is POSTed to, from `{stream}` and `{type}`.
+    #[arg(long, env = "OUTBOX_WEBHOOK_URL", hide_env_values = true)]
+    pub webhook_url: Option<String>,
+
+    /// Signing secret (`whsec_…`); several, space-separated, sign with each.
+    #[arg(long, env = "OUTBOX_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Seconds a webhook request may take [default: 10].
+    #[arg(long, env = "OUTBOX_WEBHOOK_TIMEOUT_SECONDS")]
+    pub webhook_timeout_seconds: Option<f64>,
 
     /// File the file publisher appends JSON lines to [default: outbox-events.jsonl].
     #[arg(long, env = "OUTBOX_OUTPUT")]
@@ -90,12 +157,7 @@ pub struct RelayArgs {
 struct Settings {
     database_url: String,
     schema: Identifier,
-    publisher: String,
-    nats_url: String,
-    nats_stream: Option<String>,
-    nats_subjects: Option<String>,
-    nats_subject: Option<String>,
-    output: PathBuf,
+    destination: Destination,
     config: RelayConfig,
 }
 
@@ -148,6 +210,36 @@ fn merge(args: RelayArgs) -> Result<Settings> {
         }
     };
 
+    let destination = Destination::choose(PublisherSettings {
+        publisher: pick!(publisher),
+        nats_url: pick!(nats_url),
+        nats_stream: pick!(nats_stream),
+        nats_subjects: pick!(nats_subjects),
+        nats_subject: pick!(nats_subject),
+        rabbitmq_url: pick!(rabbitmq_url),
+        rabbitmq_exchange: pick!(rabbitmq_exchange),
+        rabbitmq_routing_key: pick!(rabbitmq_routing_key),
+        rabbitmq_declare_exchange: pick!(rabbitmq_declare_exchange),
+        kafka_brokers: pick!(kafka_brokers),
+        kafka_topic: pick!(kafka_topic),
+        redis_url: pick!(redis_url),
+        redis_stream: pick!(redis_stream),
+        redis_max_len: pick!(redis_max_len),
+        mqtt_url: pick!(mqtt_url),
+        mqtt_topic: pick!(mqtt_topic),
+        mqtt_client_id: pick!(mqtt_client_id),
+        webhook_url: pick!(webhook_url),
+        webhook_secret: pick!(webhook_secret),
+        webhook_timeout_seconds: pick!(webhook_timeout_seconds),
+        output: pick!(output),
+    })?;
+    // A publisher with a timeout of its own answers within it; the relay's
+    // timer, which treats expiry as an outage, waits a little longer.
+    let publish_timeout = match destination.own_timeout() {
+        Some(own) => defaults.publish_timeout.max(own + Duration::from_secs(5)),
+        None => defaults.publish_timeout,
+    };
+
     let config = RelayConfig {
         batch_size: positive(
             "batch size",
@@ -172,18 +264,14 @@ fn merge(args: RelayArgs) -> Result<Settings> {
             Some(v) => seconds("shutdown grace", v)?,
             None => defaults.shutdown_grace,
         },
+        publish_timeout,
         failpoints: failpoints_from_env()?,
         ..defaults
     };
     Ok(Settings {
         database_url,
         schema: Identifier::new(pick!(schema).as_deref().unwrap_or("outbox"))?,
-        publisher: pick!(publisher).unwrap_or_else(|| "nats".to_owned()),
-        nats_url: pick!(nats_url).unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
-        nats_stream: pick!(nats_stream),
-        nats_subjects: pick!(nats_subjects),
-        nats_subject: pick!(nats_subject),
-        output: pick!(output).unwrap_or_else(|| PathBuf::from("outbox-events.jsonl")),
+        destination,
         config,
     })
 }
@@ -210,87 +298,6 @@ fn failpoints_from_env() -> Result<Failpoints> {
         }
     }))
 }
-
-/// One of the publishers compiled in.
-pub enum AnyPublisher {
-    /// NATS JetStream.
-    #[cfg(feature = "nats")]
-    Nats(Box<outbox_nats::NatsPublisher>),
-    /// JSON lines appended to a file.
-    File(outbox_file::FilePublisher),
-    /// JSON lines on standard output.
-    Stdout(outbox_file::StdoutPublisher),
-}
-
-impl Publisher for AnyPublisher {
-    fn name(&self) -> &'static str {
-        match self {
-            #[cfg(feature = "nats")]
-            AnyPublisher::Nats(p) => p.name(),
-            AnyPublisher::File(p) => p.name(),
-            AnyPublisher::Stdout(p) => p.name(),
-        }
-    }
-
-    async fn publish(&self, event: &Event) -> Result<()> {
-        match self {
-            #[cfg(feature = "nats")]
-            AnyPublisher::Nats(p) => p.publish(event).await,
-            AnyPublisher::File(p) => p.publish(event).await,
-            AnyPublisher::Stdout(p) => p.publish(event).await,
-        }
-    }
-}
-
-async fn open_publisher(settings: &Settings) -> Result<AnyPublisher> {
-    match settings.publisher.as_str() {
-        #[cfg(feature = "nats")]
-        "nats" => {
-            let mut options = outbox_nats::NatsOptions {
-                url: settings.nats_url.clone(),
-                ..Default::default()
-            };
-            if let Some(subject) = &settings.nats_subject {
-                options.subject_template = subject.clone();
-            }
-            let publisher = outbox_nats::NatsPublisher::connect(options).await?;
-            if let Some(stream) = &settings.nats_stream {
-                let subjects: Vec<String> = match &settings.nats_subjects {
-                    Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
-                    None => vec![format!("{}.>", stream.to_lowercase())],
-                };
-                publisher
-                    .ensure_stream(stream, &subjects, Duration::ZERO)
-                    .await?;
-            }
-            Ok(AnyPublisher::Nats(Box::new(publisher)))
-        }
-        "file" => {
-            let options = outbox_file::FileOptions::default();
-            Ok(AnyPublisher::File(outbox_file::FilePublisher::open(
-                &settings.output,
-                options,
-            )?))
-        }
-        "stdout" => Ok(AnyPublisher::Stdout(outbox_file::StdoutPublisher::new(
-            outbox_file::StdoutOptions::default(),
-        )?)),
-        other => Err(Error::new(
-            ErrorKind::Config,
-            format!(
-                "unknown publisher {other:?}: expected one of {}",
-                PUBLISHERS.join(", ")
-            ),
-        )),
-    }
-}
-
-const PUBLISHERS: &[&str] = &[
-    #[cfg(feature = "nats")]
-    "nats",
-    "file",
-    "stdout",
-];
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
@@ -326,7 +333,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     };
     let store = AnyStore::connect(&settings.database_url, options).await?;
     store.check_schema().await?;
-    let publisher = open_publisher(&settings).await?;
+    let publisher = settings.destination.open().await?;
 
     Relay::new(store, publisher, settings.config)
         .run(shutdown_signal())
@@ -336,6 +343,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use outbox::ErrorKind;
 
     fn config_file(text: &str) -> PathBuf {
         let path =
@@ -364,7 +372,7 @@ mod tests {
             Duration::from_millis(50),
             "sqlite default"
         );
-        assert_eq!(settings.publisher, "nats");
+        assert!(matches!(settings.destination, Destination::Nats { .. }));
         std::fs::remove_file(path).unwrap();
     }
 

@@ -62,7 +62,12 @@ pub fn redis(test: &str) -> Option<RedisFixture> {
 impl Drop for RedisFixture {
     fn drop(&mut self) {
         let pattern = format!("*{}*", self.name);
-        let args: [&[u8]; 4] = [b"EVAL", DELETE_MATCHING.as_bytes(), b"0", pattern.as_bytes()];
+        let args: [&[u8]; 4] = [
+            b"EVAL",
+            DELETE_MATCHING.as_bytes(),
+            b"0",
+            pattern.as_bytes(),
+        ];
         let _ = command(&self.address, &args);
     }
 }
@@ -212,7 +217,10 @@ fn address_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split('/').next().unwrap_or(rest);
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host_port.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    if host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         host_port.to_owned()
     } else {
         format!("{host_port}:6379")
