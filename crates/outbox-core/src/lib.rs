@@ -4,7 +4,10 @@
 //! stored), the rules that every store applies before writing ([`Limits`]), the
 //! traits that stores and publishers implement ([`OutboxStore`], [`Publisher`]) and
 //! the one error type that all of them return ([`Error`], classified by
-//! [`ErrorKind`]). Store and broker adapters depend on it, never the other way round.
+//! [`ErrorKind`]). On the consumer side it owns [`ReceivedEvent`], the
+//! [`Consumer`] trait that broker adapters implement, and the [`inbox`] that
+//! applies each event once. Store and broker adapters depend on it, never the
+//! other way round.
 
 mod cloudevents;
 mod consumer;

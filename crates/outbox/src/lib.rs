@@ -10,7 +10,11 @@
 //! - the stores, [`postgres`] and [`sqlite`], each behind its cargo feature;
 //! - the [`UnitOfWork`], which collects the events that aggregates record and
 //!   stores them with the aggregates' rows in one transaction;
-//! - [`AnyStore`], a store chosen at run time from a database URL.
+//! - [`AnyStore`], a store chosen at run time from a database URL;
+//! - on the consumer side, the [`inbox`]: [`inbox::InboxRunner`] reads a broker
+//!   [`Consumer`] and applies each event once through
+//!   [`postgres::PgInbox`] or [`sqlite::SqliteInbox`]. The broker adapters live in
+//!   the publisher crates (`outbox-nats`, `outbox-rabbitmq`, …).
 //!
 //! ```no_run
 //! use outbox::{NewEvent, UnitOfWork, sqlite::SqliteStore};
