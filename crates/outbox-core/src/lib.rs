@@ -21,6 +21,7 @@ mod relay;
 mod relay_store;
 mod retry;
 mod store;
+mod template;
 pub mod trace;
 
 pub use cloudevents::{CloudEventAttributes, SPEC_VERSION, format_sequence};
@@ -33,6 +34,7 @@ pub use relay::{DeadLetterPolicy, FailSite, Failpoints, Relay, RelayConfig, Rela
 pub use relay_store::{Claimed, RelayId, RelayStore};
 pub use retry::RetryPolicy;
 pub use store::{Enqueued, OutboxStore, Status};
+pub use template::Template;
 
 /// How many partitions the keys are hashed into.
 ///

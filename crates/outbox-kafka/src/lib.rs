@@ -133,5 +133,6 @@ pub use options::{
     DEFAULT_BROKERS, DEFAULT_GROUP_ID, DEFAULT_SOURCE_TEMPLATE, DEFAULT_TOPIC_TEMPLATE,
     KafkaConsumerOptions, KafkaOptions, MAX_IN_FLIGHT_LIMIT,
 };
+pub use outbox_core::Template;
 pub use publisher::KafkaPublisher;
-pub use template::{MAX_TOPIC_LEN, Template, check_topic};
+pub use template::{MAX_TOPIC_LEN, check_topic};

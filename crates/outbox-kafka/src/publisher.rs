@@ -18,7 +18,9 @@ use rdkafka::util::Timeout;
 use tracing::{debug, info, warn};
 
 use crate::context::KafkaContext;
-use crate::template::{Template, check_topic, topic_problem};
+use outbox_core::Template;
+
+use crate::template::{check_topic, topic_problem};
 use crate::{KafkaOptions, binding, failure};
 
 type Client = FutureProducer<KafkaContext>;

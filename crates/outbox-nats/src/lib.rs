@@ -48,5 +48,6 @@ mod template;
 
 pub use consumer::{NatsConsumer, NatsConsumerOptions};
 pub use options::{DEFAULT_SOURCE_TEMPLATE, DEFAULT_SUBJECT_TEMPLATE, DEFAULT_URL, NatsOptions};
+pub use outbox_core::Template;
 pub use publisher::NatsPublisher;
-pub use template::{Template, check_subject};
+pub use template::check_subject;

@@ -22,7 +22,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::options::redact_url;
-use crate::template::{Template, check_subject, subject_problem};
+use outbox_core::Template;
+
+use crate::template::{check_subject, subject_filter, subject_problem};
 use crate::{NatsOptions, binding, failure};
 
 /// Publishes outbox events to NATS JetStream, one message per event.
@@ -165,7 +167,7 @@ impl NatsPublisher {
     /// [`ErrorKind::Config`](outbox_core::ErrorKind::Config): the subjects must then
     /// be listed by hand.
     pub fn stream_subjects(&self, outbox_stream: &str) -> Result<Vec<String>> {
-        match self.subject.subject_filter(outbox_stream) {
+        match subject_filter(&self.subject, outbox_stream) {
             Some(filter) => Ok(vec![filter]),
             None => Err(Error::config(format!(
                 "subject template {:?} has no subject prefix for stream \

@@ -106,5 +106,6 @@ pub use options::{
     DEFAULT_EXCHANGE_TEMPLATE, DEFAULT_ROUTING_KEY_TEMPLATE, DEFAULT_SOURCE_TEMPLATE, DEFAULT_URL,
     RabbitConsumerOptions, RabbitOptions,
 };
+pub use outbox_core::Template;
 pub use publisher::RabbitPublisher;
-pub use template::{Template, check_exchange, check_routing_key};
+pub use template::{check_exchange, check_routing_key};

@@ -19,7 +19,9 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::options::redact_url;
-use crate::template::{Template, check_exchange, check_routing_key, exchange_problem};
+use outbox_core::Template;
+
+use crate::template::{check_exchange, check_routing_key, exchange_problem};
 use crate::{RabbitOptions, binding, connection, failure};
 
 /// Publishes outbox events to RabbitMQ, one persistent message per event.

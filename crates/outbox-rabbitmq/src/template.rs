@@ -1,118 +1,13 @@
 //! Exchange names, routing keys and sources made from templates, and the rules
 //! for names RabbitMQ accepts.
 //!
-//! A [`Template`] is text with `{stream}` and `{type}` placeholders, parsed once
-//! when the publisher is built and rendered for every event. [`check_exchange`]
+//! The names are rendered from an [`outbox_core::Template`]; [`check_exchange`]
 //! and [`check_routing_key`] decide whether the rendered text can be sent.
-
-use std::fmt;
 
 use outbox_core::{Error, ErrorKind, Result};
 
 /// The longest exchange name or routing key AMQP 0-9-1 can carry, in bytes.
 pub(crate) const MAX_NAME_BYTES: usize = 255;
-
-/// Text with `{stream}` and `{type}` placeholders, such as `{stream}.{type}`.
-///
-/// `{stream}` is replaced by the event's outbox stream and `{type}` by its event
-/// type; all other text is kept. Any other `{name}`, and a brace without its
-/// partner, is refused when the template is parsed.
-///
-/// ```
-/// use outbox_rabbitmq::Template;
-///
-/// let key = Template::parse("shop.{stream}.{type}")?;
-/// assert_eq!(key.render("orders", "order.placed"), "shop.orders.order.placed");
-/// # Ok::<(), outbox_core::Error>(())
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct Template {
-    text: String,
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Stream,
-    Type,
-}
-
-impl Template {
-    /// Parses `text`, failing with [`ErrorKind::Config`] on an unknown placeholder
-    /// or an unmatched brace.
-    pub fn parse(text: &str) -> Result<Template> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-
-        while let Some(at) = rest.find(['{', '}']) {
-            if rest[at..].starts_with('}') {
-                return Err(Error::config(format!(
-                    "template {text:?} has a `}}` without a matching `{{`"
-                )));
-            }
-            if at > 0 {
-                parts.push(Part::Text(rest[..at].to_owned()));
-            }
-
-            let after = &rest[at + 1..];
-            let Some(close) = after.find('}') else {
-                return Err(Error::config(format!(
-                    "template {text:?} has a `{{` without a matching `}}`"
-                )));
-            };
-            parts.push(match &after[..close] {
-                "stream" => Part::Stream,
-                "type" => Part::Type,
-                other => {
-                    return Err(Error::config(format!(
-                        "template {text:?} has an unknown placeholder {{{other}}}: \
-                         expected {{stream}} or {{type}}"
-                    )));
-                }
-            });
-            rest = &after[close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
-        }
-
-        Ok(Template {
-            text: text.to_owned(),
-            parts,
-        })
-    }
-
-    /// The text the template was parsed from.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// Replaces the placeholders with `stream` and `event_type`.
-    pub fn render(&self, stream: &str, event_type: &str) -> String {
-        let mut out = String::with_capacity(self.text.len() + stream.len() + event_type.len());
-        for part in &self.parts {
-            out.push_str(match part {
-                Part::Text(text) => text,
-                Part::Stream => stream,
-                Part::Type => event_type,
-            });
-        }
-        out
-    }
-}
-
-impl fmt::Debug for Template {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.text, f)
-    }
-}
-
-impl fmt::Display for Template {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
 
 /// Checks that `exchange` is a name RabbitMQ accepts for an exchange.
 ///
@@ -169,38 +64,6 @@ pub(crate) fn exchange_problem(exchange: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config_message(text: &str) -> String {
-        let err = Template::parse(text).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config, "{text}");
-        err.to_string()
-    }
-
-    #[test]
-    fn placeholders_are_replaced_and_text_is_kept() {
-        let template = Template::parse("{stream}.{type}").unwrap();
-        assert_eq!(
-            template.render("orders", "order.placed"),
-            "orders.order.placed"
-        );
-
-        let template = Template::parse("/outbox/{stream}").unwrap();
-        assert_eq!(template.render("orders", "ignored"), "/outbox/orders");
-
-        let template = Template::parse("outbox").unwrap();
-        assert_eq!(template.render("s", "t"), "outbox");
-        assert_eq!(template.as_str(), "outbox");
-
-        assert_eq!(Template::parse("").unwrap().render("s", "t"), "");
-    }
-
-    #[test]
-    fn unknown_placeholders_and_stray_braces_are_refused() {
-        assert!(config_message("{stream}.{key}").contains("unknown placeholder {key}"));
-        assert!(config_message("{stream").contains("without a matching `}`"));
-        assert!(config_message("stream}.x").contains("without a matching `{`"));
-        assert!(config_message("{}").contains("unknown placeholder {}"));
-    }
 
     #[test]
     fn exchange_names_follow_rabbitmq_rules() {

@@ -127,7 +127,6 @@ mod entry;
 mod failure;
 mod options;
 mod publisher;
-mod template;
 
 pub use consumer::RedisConsumer;
 pub use options::{

@@ -14,7 +14,7 @@ use tracing::{debug, info};
 use crate::entry;
 use crate::failure;
 use crate::options::{RedisOptions, redact_url};
-use crate::template::Template;
+use outbox_core::Template;
 
 /// Publishes outbox events as Redis stream entries.
 ///

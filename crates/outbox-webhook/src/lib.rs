@@ -125,10 +125,11 @@ mod template;
 
 pub use binding::RESERVED_HEADERS;
 pub use options::{DEFAULT_SOURCE_TEMPLATE, ReceiverOptions, WebhookOptions};
+pub use outbox_core::Template;
 pub use publisher::WebhookPublisher;
 pub use receiver::WebhookReceiver;
 pub use signature::{
     DEFAULT_TOLERANCE, SECRET_PREFIX, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP,
     WebhookSecret, sign, verify,
 };
-pub use template::Template;
+pub use template::render_url;

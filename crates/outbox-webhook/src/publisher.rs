@@ -15,7 +15,9 @@ use tracing::info;
 
 use crate::options::redact_url;
 use crate::signature::{WebhookSecret, sign, unix_now};
-use crate::template::Template;
+use outbox_core::Template;
+
+use crate::template::render_url;
 use crate::{WebhookOptions, binding, failure};
 
 /// How much of an answer's body is read, so that its connection can serve the
@@ -131,7 +133,7 @@ impl WebhookPublisher {
     /// [`ErrorKind::Permanent`](outbox_core::ErrorKind::Permanent) error when the
     /// URL template makes an invalid URL of them.
     pub fn url_for(&self, stream: &str, event_type: &str) -> Result<reqwest::Url> {
-        self.url.render_url(stream, event_type)
+        render_url(&self.url, stream, event_type)
     }
 }
 
@@ -204,7 +206,7 @@ fn url_template(text: &str, shown: &str) -> Result<Template> {
         return Err(Error::config("a webhook url is required"));
     }
     let template = Template::parse(text)?;
-    let sample = template.render_url("stream", "type").map_err(|e| {
+    let sample = render_url(&template, "stream", "type").map_err(|e| {
         Error::config(format!("webhook url {shown} is not a valid url")).with_source(e)
     })?;
 
@@ -236,7 +238,7 @@ fn source_template(text: &str) -> Result<Template> {
 /// event's stream or type.
 fn fixed_address(template: &Template) -> Option<String> {
     let address = |stream, event_type| {
-        let url = template.render_url(stream, event_type).ok()?;
+        let url = render_url(template, stream, event_type).ok()?;
         Some(format!(
             "{}:{}",
             url.host_str()?,
