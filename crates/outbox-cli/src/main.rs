@@ -14,6 +14,7 @@ use outbox::ErrorKind;
 mod cli;
 mod commands;
 mod demo;
+mod http;
 mod publishers;
 mod relay;
 

@@ -123,6 +123,11 @@ pub struct RelayArgs {
     #[arg(long, env = "OUTBOX_OUTPUT")]
     pub output: Option<PathBuf>,
 
+    /// Address to serve /metrics, /healthz and /readyz on, such as
+    /// 127.0.0.1:9464 [default: none, no HTTP endpoints].
+    #[arg(long, env = "OUTBOX_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+
     /// Events claimed per batch [default: 1000].
     #[arg(long, env = "OUTBOX_BATCH_SIZE")]
     pub batch_size: Option<usize>,
@@ -158,6 +163,7 @@ struct Settings {
     database_url: String,
     schema: Identifier,
     destination: Destination,
+    http_listen: Option<std::net::SocketAddr>,
     config: RelayConfig,
 }
 
@@ -272,6 +278,15 @@ fn merge(args: RelayArgs) -> Result<Settings> {
         database_url,
         schema: Identifier::new(pick!(schema).as_deref().unwrap_or("outbox"))?,
         destination,
+        http_listen: match pick!(http_listen) {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|e| {
+                Error::config(format!(
+                    "invalid http listen address {text:?}: expected HOST:PORT"
+                ))
+                .with_source(e)
+            })?),
+        },
         config,
     })
 }
@@ -335,9 +350,11 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     store.check_schema().await?;
     let publisher = settings.destination.open().await?;
 
-    Relay::new(store, publisher, settings.config)
-        .run(shutdown_signal())
-        .await
+    let relay = Relay::new(store.clone(), publisher, settings.config);
+    if let Some(listen) = settings.http_listen {
+        crate::http::serve(listen, store, relay.stats()).await?;
+    }
+    relay.run(shutdown_signal()).await
 }
 
 #[cfg(test)]

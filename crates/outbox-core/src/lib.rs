@@ -21,6 +21,7 @@ mod relay;
 mod relay_store;
 mod retry;
 mod store;
+pub mod telemetry;
 mod template;
 pub mod trace;
 

@@ -20,6 +20,7 @@ use futures_util::stream;
 use tokio::task::JoinHandle;
 
 use crate::relay_store::{Claimed, RelayId, RelayStore};
+use crate::telemetry;
 use crate::{Error, ErrorKind, Event, Publisher, Result, RetryPolicy};
 
 /// What happens to a key's later events when one of its events is dead-lettered.
@@ -142,6 +143,29 @@ pub struct RelayStats {
     pub dead_lettered: AtomicU64,
     /// Batches claimed.
     pub batches: AtomicU64,
+    /// When the broker became unreachable, in Unix milliseconds; 0 while it is
+    /// reachable (or was never tried).
+    pub broker_down_since_ms: AtomicU64,
+    /// When the database began failing the relay's queries, in Unix
+    /// milliseconds; 0 while they succeed.
+    pub store_down_since_ms: AtomicU64,
+    /// When the broker last acknowledged an event, in Unix milliseconds; 0 before
+    /// the first.
+    pub last_ack_ms: AtomicU64,
+}
+
+impl RelayStats {
+    /// Notes the start of an outage in `since`, unless one is already noted.
+    fn outage(since: &AtomicU64) {
+        let _ = since.compare_exchange(0, unix_ms(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// The wall clock in Unix milliseconds, for the figures operators read.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A relay: one process's share of the work of publishing the outbox.
@@ -245,6 +269,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         let stopping = AtomicBool::new(false);
         let mut state = LoopState::new();
         tracing::info!(relay_id = %self.id, publisher = self.publisher.name(), "relay started");
+        telemetry::relay_up(self.publisher.name(), true);
 
         loop {
             let idle = {
@@ -273,6 +298,8 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         if let Err(err) = self.store.release_leases(self.id).await {
             tracing::warn!(relay_id = %self.id, error = %err.chain(), "could not release leases");
         }
+        telemetry::relay_up(self.publisher.name(), false);
+        telemetry::leases_held(self.publisher.name(), 0);
         tracing::info!(
             relay_id = %self.id,
             published = self.stats.published.load(Ordering::Relaxed),
@@ -294,6 +321,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         if state.partitions.is_empty() || now >= state.next_maintenance {
             if let Err(err) = self.maintain(state).await {
                 tracing::warn!(relay_id = %self.id, error = %err.chain(), "could not renew leases");
+                RelayStats::outage(&self.stats.store_down_since_ms);
                 self.pause(state);
                 return None;
             }
@@ -309,9 +337,13 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         let limit = self.config.batch_size + state.deleting.len();
         let claimed = self.store.claim(&state.partitions, &skip, limit).await;
         let mut claimed = match claimed {
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                self.stats.store_down_since_ms.store(0, Ordering::Relaxed);
+                claimed
+            }
             Err(err) => {
                 tracing::warn!(relay_id = %self.id, error = %err.chain(), "could not claim events");
+                RelayStats::outage(&self.stats.store_down_since_ms);
                 self.pause(state);
                 return None;
             }
@@ -352,6 +384,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         state.last_work = Some(Instant::now());
         let batch_size = claimed.len();
+        telemetry::claimed(self.publisher.name(), batch_size);
         let batch = Batch {
             lease_deadline: state.lease_deadline,
             broker_down: AtomicBool::new(false),
@@ -372,9 +405,14 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         tracing::debug!(relay_id = %self.id, batch_size, published = done.len(), "published batch");
 
         if batch.broker_down.load(Ordering::Relaxed) {
+            RelayStats::outage(&self.stats.broker_down_since_ms);
             self.pause(state);
         } else if !done.is_empty() {
             state.outages = 0;
+            self.stats.broker_down_since_ms.store(0, Ordering::Relaxed);
+        }
+        if !done.is_empty() {
+            self.stats.last_ack_ms.store(unix_ms(), Ordering::Relaxed);
         }
         self.start_delete(state, done).await;
         None
@@ -415,6 +453,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
                 .unwrap_or_else(|_| Err(Error::new(ErrorKind::Unavailable, "publish timed out")));
             match published {
                 Ok(()) => {
+                    telemetry::published(event, self.publisher.name());
                     let n = self.stats.published.fetch_add(1, Ordering::Relaxed) + 1;
                     self.config
                         .failpoints
@@ -422,6 +461,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
                     outcome.done.push(event.id);
                 }
                 Err(err) if err.kind() == ErrorKind::Unavailable => {
+                    telemetry::failed(event, self.publisher.name(), err.kind());
                     if !batch.broker_down.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             relay_id = %self.id,
@@ -450,6 +490,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
     async fn handle_failure(&self, event: &Event, err: &Error) -> (bool, Option<Instant>) {
         let attempts = u32::try_from(event.attempts).unwrap_or(0) + 1;
         let give_up = err.kind() == ErrorKind::Permanent || attempts >= self.config.max_attempts;
+        telemetry::failed(event, self.publisher.name(), err.kind());
 
         if give_up {
             let hold = self.config.dead_letter_policy == DeadLetterPolicy::Hold;
@@ -466,6 +507,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
                 );
             }
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            telemetry::dead_lettered(event, self.publisher.name());
             tracing::error!(
                 event_id = %event.event_id,
                 stream = %event.stream,
@@ -528,6 +570,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         if partitions != state.partitions {
             tracing::info!(relay_id = %self.id, partitions = partitions.len(), "leases changed");
         }
+        telemetry::leases_held(self.publisher.name(), partitions.len());
         state.partitions = partitions;
         // A margin below the lease's length covers the time the renewal took
         // and clock rate differences between this host and the database.

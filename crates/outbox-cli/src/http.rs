@@ -1,0 +1,209 @@
+//! The relay's HTTP endpoints: Prometheus metrics, liveness and readiness.
+//!
+//! `GET /metrics` renders every metric the relay records (see
+//! [`outbox::telemetry`]) in the Prometheus text format. `GET /healthz` answers
+//! 200 while the process serves requests. `GET /readyz` answers 200 only while the
+//! database answers, the broker is reachable, and the relay makes progress when
+//! there is a backlog; otherwise 503 with one line per reason.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use outbox::{AnyStore, Error, OutboxStore, RelayStats, Result, Status};
+
+/// How long a backlog may sit without an acknowledgement before the relay counts
+/// as stalled.
+pub const STALL_AFTER: Duration = Duration::from_secs(60);
+
+/// How often the backlog gauges are refreshed from the database.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the endpoints read: the relay's counters and the latest backlog sample.
+#[derive(Clone)]
+struct Shared {
+    metrics: PrometheusHandle,
+    stats: Arc<RelayStats>,
+    sample: Arc<Mutex<Sample>>,
+}
+
+/// The latest look at the database.
+#[derive(Default)]
+struct Sample {
+    status: Option<Status>,
+    error: Option<String>,
+}
+
+/// Installs the Prometheus recorder, binds `listen` and serves the endpoints in
+/// the background, sampling `store` for the backlog gauges.
+///
+/// A port that cannot be bound is [`outbox::ErrorKind::Config`]. Returns the bound
+/// address, which differs from `listen` when its port is 0.
+pub async fn serve(
+    listen: SocketAddr,
+    store: AnyStore,
+    stats: Arc<RelayStats>,
+) -> Result<SocketAddr> {
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| Error::config("cannot install the metrics recorder").with_source(e))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::config(format!("cannot listen on {listen}")).with_source(e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::config(format!("cannot listen on {listen}")).with_source(e))?;
+
+    let shared = Shared {
+        metrics,
+        stats,
+        sample: Arc::default(),
+    };
+    tokio::spawn(sample(store, shared.sample.clone()));
+    let app = axum::Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(shared);
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(error = %err, "http endpoints stopped");
+        }
+    });
+    tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(bound)
+}
+
+/// Refreshes the backlog gauges and the readiness sample, for as long as the
+/// process runs.
+async fn sample(store: AnyStore, into: Arc<Mutex<Sample>>) {
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let status = store.status().await;
+        let mut sample = into.lock().expect("sample lock");
+        match status {
+            Ok(status) => {
+                outbox::telemetry::record_status(&status);
+                sample.status = Some(status);
+                sample.error = None;
+            }
+            Err(err) => sample.error = Some(err.chain()),
+        }
+    }
+}
+
+async fn render_metrics(State(shared): State<Shared>) -> String {
+    shared.metrics.render()
+}
+
+async fn ready(State(shared): State<Shared>) -> (StatusCode, String) {
+    let reasons = {
+        let sample = shared.sample.lock().expect("sample lock");
+        unready_reasons(&shared.stats, &sample, outbox_now_ms())
+    };
+    if reasons.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n") + "\n")
+    }
+}
+
+/// Why the relay is not ready, empty when it is.
+fn unready_reasons(stats: &RelayStats, sample: &Sample, now_ms: u64) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if let Some(error) = &sample.error {
+        reasons.push(format!("database: {error}"));
+    } else if stats.store_down_since_ms.load(Ordering::Relaxed) != 0 {
+        reasons.push("database: the relay's queries are failing".to_owned());
+    }
+    let broker_down = stats.broker_down_since_ms.load(Ordering::Relaxed);
+    if broker_down != 0 {
+        let seconds = now_ms.saturating_sub(broker_down) / 1000;
+        reasons.push(format!("broker: unreachable for {seconds} s"));
+    }
+
+    let stalled_for =
+        Duration::from_millis(now_ms.saturating_sub(stats.last_ack_ms.load(Ordering::Relaxed)));
+    if let Some(status) = &sample.status {
+        let old_backlog = status
+            .oldest_pending_age
+            .is_some_and(|age| age > STALL_AFTER);
+        if status.pending > 0 && old_backlog && stalled_for > STALL_AFTER {
+            reasons.push(format!(
+                "progress: {} events pending and none acknowledged for {} s",
+                status.pending,
+                stalled_for.as_secs()
+            ));
+        }
+    }
+    reasons
+}
+
+fn outbox_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(pending: u64, age_s: u64) -> Status {
+        Status {
+            pending,
+            oldest_pending_age: (pending > 0).then(|| Duration::from_secs(age_s)),
+            dead_lettered: 0,
+            schema_version: 2,
+        }
+    }
+
+    #[test]
+    fn a_healthy_relay_is_ready() {
+        let stats = RelayStats::default();
+        let sample = Sample {
+            status: Some(status(0, 0)),
+            error: None,
+        };
+        assert!(unready_reasons(&stats, &sample, 1_000_000).is_empty());
+    }
+
+    #[test]
+    fn each_cause_is_named() {
+        let now = 10_000_000;
+        let stats = RelayStats::default();
+        stats
+            .broker_down_since_ms
+            .store(now - 30_000, Ordering::Relaxed);
+        stats.last_ack_ms.store(now - 120_000, Ordering::Relaxed);
+        let sample = Sample {
+            status: Some(status(5, 300)),
+            error: Some("lost the connection".into()),
+        };
+
+        let reasons = unready_reasons(&stats, &sample, now);
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].starts_with("database:"));
+        assert_eq!(reasons[1], "broker: unreachable for 30 s");
+        assert!(reasons[2].starts_with("progress: 5 events pending"));
+    }
+
+    #[test]
+    fn a_fresh_backlog_is_not_a_stall() {
+        let now = 10_000_000;
+        let stats = RelayStats::default();
+        stats.last_ack_ms.store(now - 120_000, Ordering::Relaxed);
+        let sample = Sample {
+            status: Some(status(5, 10)),
+            error: None,
+        };
+        assert!(unready_reasons(&stats, &sample, now).is_empty());
+    }
+}
