@@ -44,6 +44,9 @@ pub enum Command {
     /// acknowledged; keys flow in parallel. Several relays may share a database:
     /// they split its partitions between them.
     Relay(Box<crate::relay::RelayArgs>),
+    /// Look at, retry or discard events whose publication gave up.
+    #[command(subcommand)]
+    DeadLetters(crate::dead_letters::DeadLetterCommand),
     /// Run an order service, a relay and a check of what was published.
     ///
     /// With no arguments it needs nothing but this binary: a SQLite file and a

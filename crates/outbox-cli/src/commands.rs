@@ -11,6 +11,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Enqueue(args) => enqueue(args).await,
         Command::Status { db, json } => status(&db, json).await,
         Command::Relay(args) => crate::relay::run(*args).await,
+        Command::DeadLetters(command) => crate::dead_letters::run(command).await,
         Command::Demo(args) => crate::demo::run(args).await,
     }
 }
@@ -24,6 +25,13 @@ async fn open(db: &DatabaseArgs) -> Result<AnyStore> {
         },
     };
     AnyStore::connect(&db.database_url, options).await
+}
+
+/// Opens the store and checks that its schema is this binary's.
+pub async fn open_checked(db: &DatabaseArgs) -> Result<AnyStore> {
+    let store = open(db).await?;
+    store.check_schema().await?;
+    Ok(store)
 }
 
 async fn migrate(db: &DatabaseArgs) -> Result<()> {

@@ -13,6 +13,7 @@ use outbox::ErrorKind;
 
 mod cli;
 mod commands;
+mod dead_letters;
 mod demo;
 mod http;
 mod publishers;

@@ -11,6 +11,7 @@
 
 mod cloudevents;
 mod consumer;
+mod dead_letter;
 mod error;
 mod event;
 mod identifier;
@@ -27,6 +28,7 @@ pub mod trace;
 
 pub use cloudevents::{CloudEventAttributes, SPEC_VERSION, format_sequence};
 pub use consumer::{Acknowledge, BoxFuture, Consumer, Delivery, ReceivedEvent};
+pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterStore};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventId, Headers, Limits, NewEvent, Payload};
 pub use identifier::Identifier;

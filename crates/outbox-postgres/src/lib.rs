@@ -29,6 +29,7 @@
 //! ```
 
 mod connect;
+mod dead_letter;
 mod error;
 mod inbox;
 mod migrate;

@@ -9,6 +9,7 @@
 //!
 //! Every event lands in partition 0, so one relay publishes at a time.
 
+mod dead_letter;
 mod inbox;
 mod migrate;
 mod relay;

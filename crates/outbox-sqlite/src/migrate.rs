@@ -21,10 +21,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "consumer inbox",
         sql: include_str!("../migrations/0002_inbox.sql"),
     },
+    Migration {
+        version: 3,
+        description: "dead letters can be retried in place",
+        sql: include_str!("../migrations/0003_redrive.sql"),
+    },
 ];
 
 /// The schema version this binary writes and expects.
-pub const LATEST_VERSION: i64 = 2;
+pub const LATEST_VERSION: i64 = 3;
 
 const PLACE: &str = "this database";
 

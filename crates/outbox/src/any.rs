@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use outbox_core::{
-    Claimed, Enqueued, Error, Event, Identifier, Limits, NewEvent, OutboxStore, RelayId,
-    RelayStore, Result, Status,
+    Claimed, DeadLetter, DeadLetterFilter, DeadLetterStore, Enqueued, Error, Event, Identifier,
+    Limits, NewEvent, OutboxStore, RelayId, RelayStore, Result, Status,
 };
 
 /// Settings shared by every store kind.
@@ -134,6 +134,20 @@ impl OutboxStore for AnyStore {
 
     async fn pending(&self, limit: u32) -> Result<Vec<Event>> {
         each!(self, s => s.pending(limit).await)
+    }
+}
+
+impl DeadLetterStore for AnyStore {
+    async fn dead_letters(&self, filter: &DeadLetterFilter, limit: u32) -> Result<Vec<DeadLetter>> {
+        each!(self, s => s.dead_letters(filter, limit).await)
+    }
+
+    async fn retry_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        each!(self, s => s.retry_dead_letters(filter).await)
+    }
+
+    async fn discard_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        each!(self, s => s.discard_dead_letters(filter).await)
     }
 }
 
