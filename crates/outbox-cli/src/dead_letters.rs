@@ -243,7 +243,7 @@ fn details(letter: &DeadLetter) -> String {
     )
 }
 
-fn to_json(letter: &DeadLetter, with_payload: bool) -> serde_json::Value {
+pub(crate) fn to_json(letter: &DeadLetter, with_payload: bool) -> serde_json::Value {
     let e = &letter.event;
     let mut value = json!({
         "event_id": e.event_id,

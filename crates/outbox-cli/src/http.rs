@@ -4,7 +4,10 @@
 //! [`outbox::telemetry`]) in the Prometheus text format. `GET /healthz` answers
 //! 200 while the process serves requests. `GET /readyz` answers 200 only while the
 //! database answers, the broker is reachable, and the relay makes progress when
-//! there is a backlog; otherwise 503 with one line per reason.
+//! there is a backlog; otherwise 503 with one line per reason. `GET /` is a
+//! status page with the backlog, throughput and lag charts and the dead letters
+//! with a retry button; it reads the admin API ([`crate::admin`]), served on the
+//! same address, and `GET /api/relay`, the relay's running totals.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -42,13 +45,16 @@ struct Sample {
 /// Installs the Prometheus recorder, binds `listen` and serves the endpoints in
 /// the background, sampling `store` for the backlog gauges.
 ///
-/// A port that cannot be bound is [`outbox::ErrorKind::Config`]. Returns the bound
+/// A port that cannot be bound, or a non-loopback address without an admin
+/// token, is [`outbox::ErrorKind::Config`]. Returns the bound
 /// address, which differs from `listen` when its port is 0.
 pub async fn serve(
     listen: SocketAddr,
     store: AnyStore,
     stats: Arc<RelayStats>,
+    admin_token: Option<String>,
 ) -> Result<SocketAddr> {
+    crate::admin::check_exposure(listen, admin_token.as_deref())?;
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| Error::config("cannot install the metrics recorder").with_source(e))?;
@@ -64,12 +70,15 @@ pub async fn serve(
         stats,
         sample: Arc::default(),
     };
-    tokio::spawn(sample(store, shared.sample.clone()));
+    tokio::spawn(sample(store.clone(), shared.sample.clone()));
     let app = axum::Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(shared);
+        .route("/", get(status_page))
+        .route("/api/relay", get(relay_counts))
+        .with_state(shared)
+        .merge(crate::admin::router(store, admin_token));
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!(error = %err, "http endpoints stopped");
@@ -97,6 +106,24 @@ async fn sample(store: AnyStore, into: Arc<Mutex<Sample>>) {
             Err(err) => sample.error = Some(err.chain()),
         }
     }
+}
+
+/// The status page: one HTML file with its script and style inline, no external
+/// assets. It polls the admin API every two seconds.
+async fn status_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("status_page.html"))
+}
+
+/// The relay's running totals, for the status page's throughput chart.
+async fn relay_counts(State(shared): State<Shared>) -> axum::Json<serde_json::Value> {
+    let stats = &shared.stats;
+    axum::Json(serde_json::json!({
+        "published": stats.published.load(Ordering::Relaxed),
+        "failed_attempts": stats.failed_attempts.load(Ordering::Relaxed),
+        "dead_lettered": stats.dead_lettered.load(Ordering::Relaxed),
+        "broker_down_since_ms": stats.broker_down_since_ms.load(Ordering::Relaxed),
+        "last_ack_ms": stats.last_ack_ms.load(Ordering::Relaxed),
+    }))
 }
 
 async fn render_metrics(State(shared): State<Shared>) -> String {

@@ -128,6 +128,11 @@ pub struct RelayArgs {
     #[arg(long, env = "OUTBOX_HTTP_LISTEN")]
     pub http_listen: Option<String>,
 
+    /// Token the admin API asks for as `Authorization: Bearer TOKEN`; required
+    /// when --http-listen is not a loopback address.
+    #[arg(long, env = "OUTBOX_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Events claimed per batch [default: 1000].
     #[arg(long, env = "OUTBOX_BATCH_SIZE")]
     pub batch_size: Option<usize>,
@@ -164,6 +169,7 @@ struct Settings {
     schema: Identifier,
     destination: Destination,
     http_listen: Option<std::net::SocketAddr>,
+    admin_token: Option<String>,
     config: RelayConfig,
 }
 
@@ -287,6 +293,7 @@ fn merge(args: RelayArgs) -> Result<Settings> {
                 .with_source(e)
             })?),
         },
+        admin_token: pick!(admin_token),
         config,
     })
 }
@@ -352,7 +359,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
 
     let relay = Relay::new(store.clone(), publisher, settings.config);
     if let Some(listen) = settings.http_listen {
-        crate::http::serve(listen, store, relay.stats()).await?;
+        crate::http::serve(listen, store, relay.stats(), settings.admin_token).await?;
     }
     relay.run(shutdown_signal()).await
 }
