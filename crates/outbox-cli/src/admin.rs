@@ -57,9 +57,10 @@ pub fn router(store: AnyStore, token: Option<String>) -> Router {
 }
 
 impl Admin {
-    fn authorize(&self, headers: &HeaderMap) -> std::result::Result<(), Response> {
+    /// Whether the request carries the token, or none is needed.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.token else {
-            return Ok(());
+            return true;
         };
         let given = headers
             .get("authorization")
@@ -86,6 +87,14 @@ impl Admin {
     }
 }
 
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        "a valid bearer token is required\n",
+    )
+        .into_response()
+}
+
 fn failure(err: &Error) -> Response {
     let code = match err.kind() {
         outbox::ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
@@ -96,8 +105,8 @@ fn failure(err: &Error) -> Response {
 }
 
 async fn status(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    if let Err(refused) = admin.authorize(&headers) {
-        return refused;
+    if !admin.authorized(&headers) {
+        return unauthorized();
     }
     match admin.store.status().await {
         Ok(status) => axum::Json(status).into_response(),
@@ -110,8 +119,8 @@ async fn list(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(refused) = admin.authorize(&headers) {
-        return refused;
+    if !admin.authorized(&headers) {
+        return unauthorized();
     }
     let filter = DeadLetterFilter {
         stream: params.get("stream").cloned(),
@@ -149,8 +158,8 @@ async fn act(
     Path(event_id): Path<String>,
     retry: bool,
 ) -> Response {
-    if let Err(refused) = admin.authorize(&headers) {
-        return refused;
+    if !admin.authorized(&headers) {
+        return unauthorized();
     }
     let Ok(uuid) = uuid::Uuid::parse_str(&event_id) else {
         return failure(&Error::invalid_input(format!(
