@@ -12,9 +12,18 @@ use outbox_testkit::{NatsServer, SqliteFile};
 
 /// Sends `GET path` and returns the status code and the body.
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    request(addr, "GET", path, "")
+}
+
+/// Sends one request with `headers` (each ending in CRLF) and returns the status
+/// code and the body.
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
@@ -164,4 +173,77 @@ fn a_bad_listen_address_is_a_configuration_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen address"));
+}
+
+#[tokio::test]
+async fn the_admin_api_asks_for_its_token() {
+    let db = SqliteFile::new();
+    let store = SqliteStore::new(db.pool().await, Default::default());
+    store.migrate().await.unwrap();
+    enqueue(&store, 3).await;
+    let http = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_outbox"));
+    // A relay whose endpoint cannot be found: the backlog stays where it is.
+    let relay = command
+        .args(["relay", "--database-url", &db.url(), "--publisher", "webhook"])
+        .args(["--webhook-url", "http://{stream}.invalid/hook"])
+        .args(["--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+        .args([
+            "--http-listen",
+            &http.to_string(),
+            "--admin-token",
+            "s3cret",
+        ])
+        .env_remove("OUTBOX_ADMIN_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _relay = Relay(relay);
+
+    eventually("the endpoints", Duration::from_secs(20), async || {
+        get(http, "/healthz").is_some_and(|(code, _)| code == 200)
+    })
+    .await;
+    assert_eq!(get(http, "/api/status").unwrap().0, 401);
+    let wrong = request(
+        http,
+        "GET",
+        "/api/status",
+        "Authorization: Bearer s3crex\r\n",
+    );
+    assert_eq!(wrong.unwrap().0, 401);
+    let (code, body) = request(
+        http,
+        "GET",
+        "/api/status",
+        "Authorization: Bearer s3cret\r\n",
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["pending"], 3);
+    let (code, _) = request(
+        http,
+        "POST",
+        "/api/dead-letters/01890a5d-ac96-774b-bcce-b302099a8057/retry",
+        "Authorization: Bearer s3cret\r\n",
+    )
+    .unwrap();
+    assert_eq!(code, 404, "no such dead letter");
+
+    let exposed = Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .args([
+            "relay",
+            "--database-url",
+            &db.url(),
+            "--publisher",
+            "stdout",
+        ])
+        .args(["--http-listen", "0.0.0.0:0"])
+        .env_remove("OUTBOX_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(exposed.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&exposed.stderr).contains("without a token"));
 }
