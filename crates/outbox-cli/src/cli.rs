@@ -37,6 +37,17 @@ pub enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Redraw every `--interval` seconds until interrupted, with the change
+        /// of the backlog per second.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with `--watch`.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        /// A relay's HTTP address (`http://127.0.0.1:9464`), to show what it
+        /// publishes per second with `--watch`.
+        #[arg(long)]
+        relay: Option<String>,
     },
     /// Publish pending events until SIGINT or SIGTERM.
     ///

@@ -9,7 +9,14 @@ pub async fn run(command: Command) -> Result<()> {
     match command {
         Command::Migrate { db } => migrate(&db).await,
         Command::Enqueue(args) => enqueue(args).await,
-        Command::Status { db, json } => status(&db, json).await,
+        Command::Status {
+            db,
+            json,
+            watch: true,
+            interval,
+            relay,
+        } => crate::watch::run(&db, json, interval, relay.as_deref()).await,
+        Command::Status { db, json, .. } => status(&db, json).await,
         Command::Relay(args) => crate::relay::run(*args).await,
         Command::DeadLetters(command) => crate::dead_letters::run(command).await,
         Command::Demo(args) => crate::demo::run(args).await,
@@ -99,7 +106,7 @@ async fn status(db: &DatabaseArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn render(status: &Status) -> String {
+pub fn render(status: &Status) -> String {
     let age = match status.oldest_pending_age {
         Some(age) => format!("{:.1} s", age.as_secs_f64()),
         None => "-".to_owned(),

@@ -19,6 +19,7 @@ mod demo;
 mod http;
 mod publishers;
 mod relay;
+mod watch;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -185,7 +185,13 @@ async fn the_admin_api_asks_for_its_token() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_outbox"));
     // A relay whose endpoint cannot be found: the backlog stays where it is.
     let relay = command
-        .args(["relay", "--database-url", &db.url(), "--publisher", "webhook"])
+        .args([
+            "relay",
+            "--database-url",
+            &db.url(),
+            "--publisher",
+            "webhook",
+        ])
         .args(["--webhook-url", "http://{stream}.invalid/hook"])
         .args(["--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
         .args([
@@ -246,4 +252,42 @@ async fn the_admin_api_asks_for_its_token() {
         .unwrap();
     assert_eq!(exposed.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&exposed.stderr).contains("without a token"));
+}
+
+#[tokio::test]
+async fn status_watch_prints_the_backlog_every_interval() {
+    use std::io::BufRead;
+
+    let db = SqliteFile::new();
+    let store = SqliteStore::new(db.pool().await, Default::default());
+    store.migrate().await.unwrap();
+    enqueue(&store, 2).await;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .args(["status", "--database-url", &db.url(), "--watch", "--json"])
+        .args(["--interval", "0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines.next().unwrap().unwrap();
+        let second = lines.next().unwrap().unwrap();
+        (first, second)
+    });
+    let (first, second) = tokio::time::timeout(Duration::from_secs(20), lines)
+        .await
+        .expect("two redraws within 20 s")
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(first["pending"], 2);
+    assert!(first["backlog_change_per_second"].is_null());
+    assert_eq!(second["pending"], 2);
+    assert_eq!(second["backlog_change_per_second"], 0.0);
 }
