@@ -115,6 +115,8 @@ async fn measure(
 
     let pending = fixture.pending_rows().await?;
     let messages = stream_count(fixture, params.events).await?;
+    let table_after_drain = table_size(&fixture.admin, &fixture.q()).await?;
+    let vacuum_wait = wait_for_vacuum(&fixture.admin, &fixture.q()).await?;
     let table_after = table_size(&fixture.admin, &fixture.q()).await?;
     let plan_drained = explain_claim(&fixture.admin, &fixture.q(), config.batch_size).await?;
     let order = if params.check_order {
@@ -210,6 +212,8 @@ async fn measure(
         "claim_first_tenth": { "ms_mean": round2(early.0), "rows_mean": early.1.round() },
         "claim_last_tenth": { "ms_mean": round2(late.0), "rows_mean": late.1.round() },
         "table_before": table_before,
+        "table_after_drain": table_after_drain,
+        "vacuum_wait_s": vacuum_wait,
         "table_after": table_after,
         "claim_cost": claim_cost,
         "explain_full_backlog": plan_full,
@@ -290,6 +294,26 @@ fn claim_trend(claims: &[ClaimSample]) -> ((f64, f64), (f64, f64)) {
         (ms / n, rows as f64 / n)
     };
     (mean(&busy[..tenth]), mean(&busy[busy.len() - tenth..]))
+}
+
+/// Waits, up to a minute, for a VACUUM of the events table that the relay may
+/// have started when the backlog drained; returns the seconds waited.
+async fn wait_for_vacuum(pool: &PgPool, q: &str) -> BenchResult<f64> {
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_progress_vacuum WHERE relid = '{q}.events'::regclass"
+    );
+    while started.elapsed() < Duration::from_secs(60) {
+        let running: i64 = sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
+            .fetch_one(pool)
+            .await?;
+        if running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Sizes of the events table and its primary key, in MiB.

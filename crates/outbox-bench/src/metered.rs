@@ -240,6 +240,10 @@ impl<S: RelayStore> RelayStore for MeteredStore<S> {
         self.inner.unpark(relay).await
     }
 
+    async fn reclaim(&self) -> Result<()> {
+        self.inner.reclaim().await
+    }
+
     async fn wait_for_events(&self, relay: RelayId, timeout: Duration) -> Result<()> {
         self.meter.waits.fetch_add(1, Ordering::Relaxed);
         if self.polling {

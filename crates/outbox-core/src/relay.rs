@@ -104,6 +104,11 @@ pub struct RelayConfig {
     pub publish_timeout: Duration,
     /// How long a stop waits for in-flight publishes before abandoning them.
     pub shutdown_grace: Duration,
+    /// After how many published events the store reclaims their space
+    /// ([`RelayStore::reclaim`]), so the table stays bounded under sustained
+    /// load even where autovacuum is off or slow; it also reclaims once a
+    /// backlog is drained. 0 turns both off.
+    pub reclaim_every: u64,
     /// Crash injection for tests; none in production.
     pub failpoints: Failpoints,
 }
@@ -127,6 +132,7 @@ impl Default for RelayConfig {
             },
             publish_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            reclaim_every: 100_000,
             failpoints: Failpoints::default(),
         }
     }
@@ -168,6 +174,10 @@ pub(crate) fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How many events must have been deleted for a relay that ran out of work to
+/// reclaim their space; a trickle of events is left to autovacuum.
+const IDLE_RECLAIM_MIN: u64 = 1_000;
+
 /// A relay: one process's share of the work of publishing the outbox.
 pub struct Relay<S, P> {
     id: RelayId,
@@ -205,6 +215,9 @@ struct LoopState {
     /// Consecutive batches that hit an unreachable broker or database.
     outages: u32,
     paused_until: Option<Instant>,
+    /// Events deleted since the store last reclaimed their space.
+    unreclaimed: u64,
+    reclaim_task: Option<JoinHandle<()>>,
 }
 
 impl LoopState {
@@ -220,6 +233,8 @@ impl LoopState {
             last_work: None,
             outages: 0,
             paused_until: None,
+            unreclaimed: 0,
+            reclaim_task: None,
         }
     }
 
@@ -354,6 +369,10 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
 
         if claimed.is_empty() {
             self.settle(state).await;
+            // A drained backlog: reclaim now, unless only a trickle went by.
+            if state.unreclaimed >= IDLE_RECLAIM_MIN {
+                self.reclaim(state);
+            }
             let busy = self.config.busy_linger;
             if state
                 .last_work
@@ -596,6 +615,39 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         state.deleting.clear();
     }
 
+    /// Reclaims the space of deleted events in the background, unless a reclaim
+    /// still runs or reclaiming is off.
+    fn reclaim(&self, state: &mut LoopState) {
+        if self.config.reclaim_every == 0 {
+            return;
+        }
+        if state
+            .reclaim_task
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        let (store, id, deleted) = (self.store.clone(), self.id, state.unreclaimed);
+        state.unreclaimed = 0;
+        state.reclaim_task = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            match store.reclaim().await {
+                Ok(()) => tracing::debug!(
+                    relay_id = %id,
+                    deleted,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "reclaimed the space of published events"
+                ),
+                Err(err) => tracing::warn!(
+                    relay_id = %id,
+                    error = %err.chain(),
+                    "could not reclaim the space of published events"
+                ),
+            }
+        }));
+    }
+
     /// Deletes acknowledged events in the background, after the previous
     /// delete finished; the next claim runs meanwhile and skips these ids.
     async fn start_delete(&self, state: &mut LoopState, done: Vec<i64>) {
@@ -604,6 +656,10 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             return;
         }
         state.deleting.extend(done.iter().copied());
+        state.unreclaimed += done.len() as u64;
+        if self.config.reclaim_every > 0 && state.unreclaimed >= self.config.reclaim_every {
+            self.reclaim(state);
+        }
         let (store, id) = (self.store.clone(), self.id);
         state.delete_task = Some(tokio::spawn(async move {
             match store.complete(id, &done).await {

@@ -126,4 +126,12 @@ pub trait RelayStore: Send + Sync + 'static {
         relay: RelayId,
         timeout: Duration,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Makes the space of published events reusable, without blocking writers
+    /// (on PostgreSQL a `VACUUM` of the events table). The relay calls it after
+    /// every [`crate::RelayConfig::reclaim_every`] published events and when a
+    /// backlog is drained. Stores that need nothing of the kind do nothing.
+    fn reclaim(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 }

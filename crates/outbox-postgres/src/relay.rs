@@ -316,6 +316,17 @@ impl RelayStore for PgStore {
         Ok(())
     }
 
+    async fn reclaim(&self) -> Result<()> {
+        // Outside a transaction, as VACUUM must be; SKIP_LOCKED gives up at once
+        // rather than queue behind a lock another session holds.
+        let sql = format!("VACUUM (SKIP_LOCKED) {}.events", self.schema().quoted());
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(self.pool())
+            .await
+            .map_err(|e| map_error(e).context("could not vacuum the events table"))?;
+        Ok(())
+    }
+
     async fn wait_for_events(&self, relay: RelayId, timeout: Duration) -> Result<()> {
         {
             let mut guard = self.wakeups().0.lock().await;

@@ -193,6 +193,10 @@ impl RelayStore for AnyStore {
         each!(self, s => s.unpark(relay).await)
     }
 
+    async fn reclaim(&self) -> Result<()> {
+        each!(self, s => s.reclaim().await)
+    }
+
     async fn wait_for_events(&self, relay: RelayId, timeout: Duration) -> Result<()> {
         each!(self, s => s.wait_for_events(relay, timeout).await)
     }
