@@ -5,6 +5,10 @@
 //! 200 while the process serves requests. `GET /readyz` answers 200 only while the
 //! database answers, the broker is reachable, and the relay makes progress when
 //! there is a backlog; otherwise 503 with one line per reason.
+//!
+//! [`sample`] is the task that reads the store's status on a timer: it feeds
+//! the backlog gauges, readiness and the built-in alerts, and runs whenever
+//! either the endpoints or the alerts are on.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -17,12 +21,15 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use outbox::{AnyStore, Error, OutboxStore, RelayStats, Result, Status};
 
+use crate::alerts::{Alerts, Observation};
+
 /// How long a backlog may sit without an acknowledgement before the relay counts
 /// as stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(60);
 
-/// How often the backlog gauges are refreshed from the database.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the store's status is sampled unless `--status-interval-seconds`
+/// says otherwise.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the endpoints read: the relay's counters and the latest backlog sample.
 #[derive(Clone)]
@@ -34,20 +41,21 @@ struct Shared {
 
 /// The latest look at the database.
 #[derive(Default)]
-struct Sample {
+pub struct Sample {
     status: Option<Status>,
     error: Option<String>,
 }
 
 /// Installs the Prometheus recorder, binds `listen` and serves the endpoints in
-/// the background, sampling `store` for the backlog gauges.
+/// the background, answering readiness from `sample`, which [`sample`] (the
+/// task) must keep fresh.
 ///
 /// A port that cannot be bound is [`outbox::ErrorKind::Config`]. Returns the bound
 /// address, which differs from `listen` when its port is 0.
 pub async fn serve(
     listen: SocketAddr,
-    store: AnyStore,
     stats: Arc<RelayStats>,
+    sample: Arc<Mutex<Sample>>,
 ) -> Result<SocketAddr> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
@@ -62,9 +70,8 @@ pub async fn serve(
     let shared = Shared {
         metrics,
         stats,
-        sample: Arc::default(),
+        sample,
     };
-    tokio::spawn(sample(store, shared.sample.clone()));
     let app = axum::Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -79,22 +86,46 @@ pub async fn serve(
     Ok(bound)
 }
 
-/// Refreshes the backlog gauges and the readiness sample, for as long as the
-/// process runs.
-async fn sample(store: AnyStore, into: Arc<Mutex<Sample>>) {
-    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+/// Every `interval`, for as long as the process runs: reads the store's
+/// status, refreshes the backlog gauges and the readiness sample `into`, and
+/// hands the status with the relay's `stats` to `alerts`.
+pub async fn sample(
+    store: AnyStore,
+    stats: Arc<RelayStats>,
+    interval: Duration,
+    into: Arc<Mutex<Sample>>,
+    mut alerts: Option<Alerts>,
+) {
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let status = store.status().await;
-        let mut sample = into.lock().expect("sample lock");
-        match status {
-            Ok(status) => {
-                outbox::telemetry::record_status(&status);
-                sample.status = Some(status);
-                sample.error = None;
+
+        let seen = {
+            let mut sample = into.lock().expect("sample lock");
+            match status {
+                Ok(status) => {
+                    outbox::telemetry::record_status(&status);
+                    sample.status = Some(status);
+                    sample.error = None;
+                }
+                Err(err) => sample.error = Some(err.chain()),
             }
-            Err(err) => sample.error = Some(err.chain()),
+            Observation {
+                now_ms: outbox_now_ms(),
+                status: sample
+                    .error
+                    .is_none()
+                    .then(|| sample.status.clone())
+                    .flatten(),
+                broker_down_since_ms: stats.broker_down_since_ms.load(Ordering::Relaxed),
+                last_ack_ms: stats.last_ack_ms.load(Ordering::Relaxed),
+            }
+        };
+
+        if let Some(alerts) = &mut alerts {
+            alerts.observe(&seen);
         }
     }
 }
@@ -146,7 +177,8 @@ fn unready_reasons(stats: &RelayStats, sample: &Sample, now_ms: u64) -> Vec<Stri
     reasons
 }
 
-fn outbox_now_ms() -> u64 {
+/// The wall clock in Unix milliseconds, the clock of [`RelayStats`].
+pub fn outbox_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

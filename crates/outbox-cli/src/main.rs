@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use outbox::ErrorKind;
 
+mod alerts;
 mod cli;
 mod commands;
 mod demo;
