@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use outbox::{AnyStore, Error, OutboxStore, RelayStats, Result, Status};
 
 use crate::alerts::{Alerts, Observation};
@@ -30,6 +30,12 @@ pub const STALL_AFTER: Duration = Duration::from_secs(60);
 /// How often the store's status is sampled unless `--status-interval-seconds`
 /// says otherwise.
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Bucket bounds of `outbox_commit_to_ack_seconds`, in seconds: rendered as a
+/// Prometheus histogram, so quantiles can be taken across relays.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 /// What the endpoints read: the relay's counters and the latest backlog sample.
 #[derive(Clone)]
@@ -57,9 +63,15 @@ pub async fn serve(
     stats: Arc<RelayStats>,
     sample: Arc<Mutex<Sample>>,
 ) -> Result<SocketAddr> {
+    let recorder = |e| Error::config("cannot install the metrics recorder").with_source(e);
     let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("outbox_commit_to_ack_seconds".to_owned()),
+            &LATENCY_BUCKETS,
+        )
+        .map_err(recorder)?
         .install_recorder()
-        .map_err(|e| Error::config("cannot install the metrics recorder").with_source(e))?;
+        .map_err(recorder)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::config(format!("cannot listen on {listen}")).with_source(e))?;
@@ -89,6 +101,10 @@ pub async fn serve(
 /// Every `interval`, for as long as the process runs: reads the store's
 /// status, refreshes the backlog gauges and the readiness sample `into`, and
 /// hands the status with the relay's `stats` to `alerts`.
+///
+/// The looks are sequential: a status query that hangs delays the next look,
+/// and with it every alert, the broker's included, until the store's own
+/// timeout ends it.
 pub async fn sample(
     store: AnyStore,
     stats: Arc<RelayStats>,
