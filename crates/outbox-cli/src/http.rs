@@ -8,6 +8,10 @@
 //! status page with the backlog, throughput and lag charts and the dead letters
 //! with a retry button; it reads the admin API ([`crate::admin`]), served on the
 //! same address, and `GET /api/relay`, the relay's running totals.
+//!
+//! [`sample`] is the task that reads the store's status on a timer: it feeds
+//! the backlog gauges, readiness and the built-in alerts, and runs whenever
+//! either the endpoints or the alerts are on.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -17,15 +21,24 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use outbox::{AnyStore, Error, OutboxStore, RelayStats, Result, Status};
+
+use crate::alerts::{Alerts, Observation};
 
 /// How long a backlog may sit without an acknowledgement before the relay counts
 /// as stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(60);
 
-/// How often the backlog gauges are refreshed from the database.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the store's status is sampled unless `--status-interval-seconds`
+/// says otherwise.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Bucket bounds of `outbox_commit_to_ack_seconds`, in seconds: rendered as a
+/// Prometheus histogram, so quantiles can be taken across relays.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 /// What the endpoints read: the relay's counters and the latest backlog sample.
 #[derive(Clone)]
@@ -37,13 +50,14 @@ struct Shared {
 
 /// The latest look at the database.
 #[derive(Default)]
-struct Sample {
+pub struct Sample {
     status: Option<Status>,
     error: Option<String>,
 }
 
 /// Installs the Prometheus recorder, binds `listen` and serves the endpoints in
-/// the background, sampling `store` for the backlog gauges.
+/// the background, answering readiness from `sample`, which [`sample`] (the
+/// task) must keep fresh.
 ///
 /// A port that cannot be bound, or a non-loopback address without an admin
 /// token, is [`outbox::ErrorKind::Config`]. Returns the bound
@@ -52,12 +66,19 @@ pub async fn serve(
     listen: SocketAddr,
     store: AnyStore,
     stats: Arc<RelayStats>,
+    sample: Arc<Mutex<Sample>>,
     admin_token: Option<String>,
 ) -> Result<SocketAddr> {
     crate::admin::check_exposure(listen, admin_token.as_deref())?;
+    let recorder = |e| Error::config("cannot install the metrics recorder").with_source(e);
     let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("outbox_commit_to_ack_seconds".to_owned()),
+            &LATENCY_BUCKETS,
+        )
+        .map_err(recorder)?
         .install_recorder()
-        .map_err(|e| Error::config("cannot install the metrics recorder").with_source(e))?;
+        .map_err(recorder)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::config(format!("cannot listen on {listen}")).with_source(e))?;
@@ -68,9 +89,8 @@ pub async fn serve(
     let shared = Shared {
         metrics,
         stats,
-        sample: Arc::default(),
+        sample,
     };
-    tokio::spawn(sample(store.clone(), shared.sample.clone()));
     let app = axum::Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -88,22 +108,50 @@ pub async fn serve(
     Ok(bound)
 }
 
-/// Refreshes the backlog gauges and the readiness sample, for as long as the
-/// process runs.
-async fn sample(store: AnyStore, into: Arc<Mutex<Sample>>) {
-    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+/// Every `interval`, for as long as the process runs: reads the store's
+/// status, refreshes the backlog gauges and the readiness sample `into`, and
+/// hands the status with the relay's `stats` to `alerts`.
+///
+/// The looks are sequential: a status query that hangs delays the next look,
+/// and with it every alert, the broker's included, until the store's own
+/// timeout ends it.
+pub async fn sample(
+    store: AnyStore,
+    stats: Arc<RelayStats>,
+    interval: Duration,
+    into: Arc<Mutex<Sample>>,
+    mut alerts: Option<Alerts>,
+) {
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let status = store.status().await;
-        let mut sample = into.lock().expect("sample lock");
-        match status {
-            Ok(status) => {
-                outbox::telemetry::record_status(&status);
-                sample.status = Some(status);
-                sample.error = None;
+
+        let seen = {
+            let mut sample = into.lock().expect("sample lock");
+            match status {
+                Ok(status) => {
+                    outbox::telemetry::record_status(&status);
+                    sample.status = Some(status);
+                    sample.error = None;
+                }
+                Err(err) => sample.error = Some(err.chain()),
             }
-            Err(err) => sample.error = Some(err.chain()),
+            Observation {
+                now_ms: outbox_now_ms(),
+                status: sample
+                    .error
+                    .is_none()
+                    .then(|| sample.status.clone())
+                    .flatten(),
+                broker_down_since_ms: stats.broker_down_since_ms.load(Ordering::Relaxed),
+                last_ack_ms: stats.last_ack_ms.load(Ordering::Relaxed),
+            }
+        };
+
+        if let Some(alerts) = &mut alerts {
+            alerts.observe(&seen);
         }
     }
 }
@@ -173,7 +221,8 @@ fn unready_reasons(stats: &RelayStats, sample: &Sample, now_ms: u64) -> Vec<Stri
     reasons
 }
 
-fn outbox_now_ms() -> u64 {
+/// The wall clock in Unix milliseconds, the clock of [`RelayStats`].
+pub fn outbox_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

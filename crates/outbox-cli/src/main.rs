@@ -12,6 +12,7 @@ use clap::Parser;
 use outbox::ErrorKind;
 
 mod admin;
+mod alerts;
 mod cli;
 mod commands;
 mod dead_letters;

@@ -3,6 +3,7 @@
 //! SIGTERM.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
@@ -12,6 +13,8 @@ use outbox::{
 };
 use serde::Deserialize;
 
+use crate::alerts::{AlertSettings, Alerts, Thresholds};
+use crate::http::{DEFAULT_SAMPLE_INTERVAL, Sample};
 use crate::publishers::{Destination, PublisherSettings};
 
 /// Every setting of the relay. A flag wins over its environment variable, which
@@ -133,6 +136,41 @@ pub struct RelayArgs {
     #[arg(long, env = "OUTBOX_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Seconds between looks at the store's status, which feed the backlog
+    /// gauges, readiness and the alerts [default: 5].
+    #[arg(long, env = "OUTBOX_STATUS_INTERVAL_SECONDS")]
+    pub status_interval_seconds: Option<f64>,
+
+    /// Evaluate the built-in alerts and log each one that fires or resolves
+    /// [default: true].
+    #[arg(long, env = "OUTBOX_ALERTS")]
+    pub alerts: Option<bool>,
+
+    /// `OutboxLagHigh` fires when the oldest pending event has been older than
+    /// this many seconds for `--alert-for-seconds` [default: 60].
+    #[arg(long, env = "OUTBOX_ALERT_LAG_SECONDS")]
+    pub alert_lag_seconds: Option<f64>,
+
+    /// Seconds the lag must last before `OutboxLagHigh` fires, and the dead
+    /// letters must stay flat before `OutboxDeadLetters` resolves [default: 30].
+    #[arg(long, env = "OUTBOX_ALERT_FOR_SECONDS")]
+    pub alert_for_seconds: Option<f64>,
+
+    /// `OutboxBrokerUnreachable` fires when the broker has been unreachable
+    /// for longer than this many seconds [default: 30].
+    #[arg(long, env = "OUTBOX_ALERT_BROKER_SECONDS")]
+    pub alert_broker_seconds: Option<f64>,
+
+    /// `OutboxStalled` fires when a backlog older than this many seconds saw
+    /// no acknowledgement for as long [default: 120].
+    #[arg(long, env = "OUTBOX_ALERT_STALL_SECONDS")]
+    pub alert_stall_seconds: Option<f64>,
+
+    /// `http://` URL each alert change is POSTed to, as Alertmanager's
+    /// `/api/v2/alerts` reads it [default: none, alerts are only logged].
+    #[arg(long, env = "OUTBOX_ALERT_WEBHOOK", hide_env_values = true)]
+    pub alert_webhook: Option<String>,
+
     /// Events claimed per batch [default: 1000].
     #[arg(long, env = "OUTBOX_BATCH_SIZE")]
     pub batch_size: Option<usize>,
@@ -170,6 +208,8 @@ struct Settings {
     destination: Destination,
     http_listen: Option<std::net::SocketAddr>,
     admin_token: Option<String>,
+    status_interval: Duration,
+    alerts: Option<AlertSettings>,
     config: RelayConfig,
 }
 
@@ -280,6 +320,29 @@ fn merge(args: RelayArgs) -> Result<Settings> {
         failpoints: failpoints_from_env()?,
         ..defaults
     };
+    let alerts = if pick!(alerts).unwrap_or(true) {
+        let or = |v: Option<f64>, name: &str, default: Duration| match v {
+            Some(v) => seconds(name, v),
+            None => Ok(default),
+        };
+        let t = Thresholds::default();
+        Some(AlertSettings {
+            thresholds: Thresholds {
+                lag: or(pick!(alert_lag_seconds), "alert lag", t.lag)?,
+                hold: or(pick!(alert_for_seconds), "alert for", t.hold)?,
+                broker: or(pick!(alert_broker_seconds), "alert broker", t.broker)?,
+                stall: or(pick!(alert_stall_seconds), "alert stall", t.stall)?,
+            },
+            webhook: pick!(alert_webhook).map(alert_webhook).transpose()?,
+        })
+    } else {
+        None
+    };
+    let status_interval = match pick!(status_interval_seconds) {
+        Some(v) => seconds("status interval", v)?,
+        None => DEFAULT_SAMPLE_INTERVAL,
+    };
+
     Ok(Settings {
         database_url,
         schema: Identifier::new(pick!(schema).as_deref().unwrap_or("outbox"))?,
@@ -294,8 +357,22 @@ fn merge(args: RelayArgs) -> Result<Settings> {
             })?),
         },
         admin_token: pick!(admin_token),
+        status_interval,
+        alerts,
         config,
     })
+}
+
+/// Checks the alert webhook's URL: `http://` only, as the binary has no TLS.
+fn alert_webhook(text: String) -> Result<reqwest::Url> {
+    let url = reqwest::Url::parse(&text)
+        .map_err(|e| Error::config("invalid alert webhook url").with_source(e))?;
+    if url.scheme() != "http" || url.host_str().is_none() {
+        return Err(Error::config(
+            "invalid alert webhook url: expected http://HOST[:PORT]/PATH",
+        ));
+    }
+    Ok(url)
 }
 
 /// `OUTBOX_FAILPOINT=crash-after-ack:N` aborts the process right after the N-th
@@ -358,8 +435,26 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     let publisher = settings.destination.open().await?;
 
     let relay = Relay::new(store.clone(), publisher, settings.config);
+    let stats = relay.stats();
+    let sample = Arc::new(Mutex::new(Sample::default()));
     if let Some(listen) = settings.http_listen {
-        crate::http::serve(listen, store, relay.stats(), settings.admin_token).await?;
+        crate::http::serve(
+            listen,
+            store.clone(),
+            stats.clone(),
+            sample.clone(),
+            settings.admin_token,
+        )
+        .await?;
+    }
+    if settings.http_listen.is_some() || settings.alerts.is_some() {
+        let started_ms = crate::http::outbox_now_ms();
+        let alerts = match settings.alerts {
+            Some(alerts) => Some(Alerts::start(alerts, started_ms)?),
+            None => None,
+        };
+        let interval = settings.status_interval;
+        tokio::spawn(crate::http::sample(store, stats, interval, sample, alerts));
     }
     relay.run(shutdown_signal()).await
 }
@@ -401,6 +496,42 @@ mod tests {
     }
 
     #[test]
+    fn alerts_are_on_by_default_and_take_their_thresholds() {
+        let sqlite = || RelayArgs {
+            database_url: Some("sqlite://x.db".into()),
+            ..RelayArgs::default()
+        };
+        let settings = merge(sqlite()).unwrap();
+        let alerts = settings.alerts.expect("on by default");
+        assert_eq!(alerts.thresholds, Thresholds::default());
+        assert_eq!(alerts.webhook, None);
+        assert_eq!(settings.status_interval, Duration::from_secs(5));
+
+        let path = config_file("alert_lag_seconds = 2.5\nalert_webhook = \"http://h:1/a\"\n");
+        let settings = merge(RelayArgs {
+            config: Some(path.clone()),
+            alert_stall_seconds: Some(7.0),
+            status_interval_seconds: Some(0.5),
+            ..sqlite()
+        })
+        .unwrap();
+        let alerts = settings.alerts.unwrap();
+        assert_eq!(alerts.thresholds.lag, Duration::from_millis(2500));
+        assert_eq!(alerts.thresholds.stall, Duration::from_secs(7));
+        assert_eq!(alerts.thresholds.broker, Duration::from_secs(30));
+        assert_eq!(alerts.webhook.unwrap().as_str(), "http://h:1/a");
+        assert_eq!(settings.status_interval, Duration::from_millis(500));
+        std::fs::remove_file(path).unwrap();
+
+        let off = merge(RelayArgs {
+            alerts: Some(false),
+            ..sqlite()
+        })
+        .unwrap();
+        assert!(off.alerts.is_none());
+    }
+
+    #[test]
     fn bad_settings_are_configuration_errors() {
         let typo = config_file("databse_url = \"x\"\n");
         let cases = [
@@ -427,6 +558,26 @@ mod tests {
             RelayArgs {
                 database_url: Some("sqlite://x.db".into()),
                 schema: Some("Bad Schema".into()),
+                ..RelayArgs::default()
+            },
+            RelayArgs {
+                database_url: Some("sqlite://x.db".into()),
+                alert_lag_seconds: Some(0.0),
+                ..RelayArgs::default()
+            },
+            RelayArgs {
+                database_url: Some("sqlite://x.db".into()),
+                status_interval_seconds: Some(f64::NAN),
+                ..RelayArgs::default()
+            },
+            RelayArgs {
+                database_url: Some("sqlite://x.db".into()),
+                alert_webhook: Some("https://alerts.example/hook".into()),
+                ..RelayArgs::default()
+            },
+            RelayArgs {
+                database_url: Some("sqlite://x.db".into()),
+                alert_webhook: Some("not a url".into()),
                 ..RelayArgs::default()
             },
         ];

@@ -125,6 +125,16 @@ async fn readiness_and_backlog_gauges_follow_a_broker_outage() {
         page.contains("outbox_events_published_total{stream=\"orders\",publisher=\"nats\"} 200"),
         "{page}"
     );
+    assert!(
+        page.contains(
+            "outbox_commit_to_ack_seconds_count{stream=\"orders\",publisher=\"nats\"} 200"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains("outbox_commit_to_ack_seconds_bucket{"),
+        "a histogram, not a summary: {page}"
+    );
 
     // The broker goes away under load: readiness names it, and the gauges
     // follow the backlog as the database counts it.
