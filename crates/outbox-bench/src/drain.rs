@@ -108,6 +108,10 @@ async fn measure(
         "batches": relay.stats.batches.load(std::sync::atomic::Ordering::Relaxed),
         "failed_attempts": relay.stats.failed_attempts.load(std::sync::atomic::Ordering::Relaxed),
     });
+    // The relay reclaims the table's space once the backlog is gone; it must
+    // still run for its VACUUM to finish.
+    let table_after_drain = table_size(&fixture.admin, &fixture.q()).await?;
+    let vacuum_wait = wait_for_vacuum(&fixture.admin, &fixture.q()).await?;
     let claims = relay.store.claims();
     let store = relay.store.to_json();
     let publisher = relay.publisher.to_json();
@@ -115,8 +119,6 @@ async fn measure(
 
     let pending = fixture.pending_rows().await?;
     let messages = stream_count(fixture, params.events).await?;
-    let table_after_drain = table_size(&fixture.admin, &fixture.q()).await?;
-    let vacuum_wait = wait_for_vacuum(&fixture.admin, &fixture.q()).await?;
     let table_after = table_size(&fixture.admin, &fixture.q()).await?;
     let plan_drained = explain_claim(&fixture.admin, &fixture.q(), config.batch_size).await?;
     let order = if params.check_order {
@@ -300,7 +302,7 @@ fn claim_trend(claims: &[ClaimSample]) -> ((f64, f64), (f64, f64)) {
 /// have started when the backlog drained; returns the seconds waited.
 async fn wait_for_vacuum(pool: &PgPool, q: &str) -> BenchResult<f64> {
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let sql = format!(
         "SELECT count(*) FROM pg_stat_progress_vacuum WHERE relid = '{q}.events'::regclass"
     );
@@ -320,13 +322,18 @@ async fn wait_for_vacuum(pool: &PgPool, q: &str) -> BenchResult<f64> {
 async fn table_size(pool: &PgPool, q: &str) -> BenchResult<Value> {
     let sql = format!(
         "SELECT pg_relation_size('{q}.events') AS heap, \
-                pg_relation_size('{q}.events_pkey') AS pkey"
+                pg_relation_size('{q}.events_pkey') AS pkey, \
+                s.n_live_tup, s.n_dead_tup, s.vacuum_count \
+         FROM pg_stat_user_tables s WHERE s.relid = '{q}.events'::regclass"
     );
     let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(pool).await?;
     let mib = |b: i64| (b as f64 / 1048576.0 * 10.0).round() / 10.0;
     Ok(json!({
         "heap_mib": mib(row.get("heap")),
         "pkey_mib": mib(row.get("pkey")),
+        "live_rows": row.get::<i64, _>("n_live_tup"),
+        "dead_rows": row.get::<i64, _>("n_dead_tup"),
+        "vacuums": row.get::<i64, _>("vacuum_count"),
     }))
 }
 

@@ -217,6 +217,8 @@ struct LoopState {
     paused_until: Option<Instant>,
     /// Events deleted since the store last reclaimed their space.
     unreclaimed: u64,
+    /// Events deleted since the relay last reclaimed on running out of work.
+    drained: u64,
     reclaim_task: Option<JoinHandle<()>>,
 }
 
@@ -234,6 +236,7 @@ impl LoopState {
             outages: 0,
             paused_until: None,
             unreclaimed: 0,
+            drained: 0,
             reclaim_task: None,
         }
     }
@@ -369,10 +372,6 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
 
         if claimed.is_empty() {
             self.settle(state).await;
-            // A drained backlog: reclaim now, unless only a trickle went by.
-            if state.unreclaimed >= IDLE_RECLAIM_MIN {
-                self.reclaim(state);
-            }
             let busy = self.config.busy_linger;
             if state
                 .last_work
@@ -383,6 +382,14 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             match self.claim_after_parking(state, &skip).await {
                 Ok(Some(more)) => claimed = more,
                 Ok(None) => {
+                    // A drained backlog, quiet for the linger: reclaim now, which
+                    // also lets the table shrink, unless only a trickle went by.
+                    // Waiting out the linger lets every transaction that saw the
+                    // deleted rows end first. A reclaim still running defers this
+                    // one to the next idle turn.
+                    if state.drained >= IDLE_RECLAIM_MIN && self.reclaim(state) {
+                        state.drained = 0;
+                    }
                     let (store, id) = (self.store.clone(), self.id);
                     let timeout = self.config.poll_interval.min(state.time_to_maintenance());
                     return Some(Box::pin(async move {
@@ -616,17 +623,17 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
     }
 
     /// Reclaims the space of deleted events in the background, unless a reclaim
-    /// still runs or reclaiming is off.
-    fn reclaim(&self, state: &mut LoopState) {
+    /// still runs or reclaiming is off. Returns whether one started.
+    fn reclaim(&self, state: &mut LoopState) -> bool {
         if self.config.reclaim_every == 0 {
-            return;
+            return false;
         }
         if state
             .reclaim_task
             .as_ref()
             .is_some_and(|t| !t.is_finished())
         {
-            return;
+            return false;
         }
         let (store, id, deleted) = (self.store.clone(), self.id, state.unreclaimed);
         state.unreclaimed = 0;
@@ -646,6 +653,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
                 ),
             }
         }));
+        true
     }
 
     /// Deletes acknowledged events in the background, after the previous
@@ -657,6 +665,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         }
         state.deleting.extend(done.iter().copied());
         state.unreclaimed += done.len() as u64;
+        state.drained += done.len() as u64;
         if self.config.reclaim_every > 0 && state.unreclaimed >= self.config.reclaim_every {
             self.reclaim(state);
         }

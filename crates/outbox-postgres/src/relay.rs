@@ -319,7 +319,10 @@ impl RelayStore for PgStore {
     async fn reclaim(&self) -> Result<()> {
         // Outside a transaction, as VACUUM must be; SKIP_LOCKED gives up at once
         // rather than queue behind a lock another session holds.
-        let sql = format!("VACUUM (SKIP_LOCKED) {}.events", self.schema().quoted());
+        let sql = format!(
+            "VACUUM (SKIP_LOCKED, DISABLE_PAGE_SKIPPING) {}.events",
+            self.schema().quoted()
+        );
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(self.pool())
             .await
