@@ -109,9 +109,10 @@ pub struct RelayConfig {
     /// load even where autovacuum is off or slow; it also reclaims twice once it
     /// parks after a drain, so that a drained table can shrink. 0 turns both off.
     ///
-    /// Known limit: the shrink was seen after a 250,000-event drain; after a
-    /// 1,000,000-event drain with an earlier form of the final reclaim the table
-    /// kept its size, and that case was not measured again.
+    /// Known limit: the shrink was seen after a 250,000-event drain, but after a
+    /// 1,000,000-event drain the table kept its full size although its dead rows
+    /// were gone; a manual VACUUM did not shrink it either, and why is not yet
+    /// understood (BENCHMARKS.md, section 4).
     pub reclaim_every: u64,
     /// Crash injection for tests; none in production.
     pub failpoints: Failpoints,
