@@ -8,8 +8,9 @@
 //! | `POST /api/dead-letters/{event_id}/discard` | deletes one |
 //! | `GET /api/status` | the backlog, as `outbox status --json` prints it |
 //!
-//! When a token is configured, every route asks for `Authorization: Bearer
-//! <token>`. The HTTP endpoints refuse to listen on a non-loopback address
+//! When a token is configured, every route here asks for `Authorization: Bearer
+//! <token>`. The status page itself, `/metrics`, the health checks and
+//! `/api/relay` (counters only) stay open, like a metrics port. The HTTP endpoints refuse to listen on a non-loopback address
 //! without one (see [`check_exposure`]).
 
 use std::collections::HashMap;

@@ -139,7 +139,7 @@ pub async fn sample(
                 Err(err) => sample.error = Some(err.chain()),
             }
             Observation {
-                now_ms: outbox_now_ms(),
+                now_ms: outbox::telemetry::unix_ms(),
                 status: sample
                     .error
                     .is_none()
@@ -181,7 +181,7 @@ async fn render_metrics(State(shared): State<Shared>) -> String {
 async fn ready(State(shared): State<Shared>) -> (StatusCode, String) {
     let reasons = {
         let sample = shared.sample.lock().expect("sample lock");
-        unready_reasons(&shared.stats, &sample, outbox_now_ms())
+        unready_reasons(&shared.stats, &sample, outbox::telemetry::unix_ms())
     };
     if reasons.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
@@ -219,13 +219,6 @@ fn unready_reasons(stats: &RelayStats, sample: &Sample, now_ms: u64) -> Vec<Stri
         }
     }
     reasons
-}
-
-/// The wall clock in Unix milliseconds, the clock of [`RelayStats`].
-pub fn outbox_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

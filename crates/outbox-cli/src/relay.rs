@@ -448,7 +448,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
         .await?;
     }
     if settings.http_listen.is_some() || settings.alerts.is_some() {
-        let started_ms = crate::http::outbox_now_ms();
+        let started_ms = outbox::telemetry::unix_ms();
         let alerts = match settings.alerts {
             Some(alerts) => Some(Alerts::start(alerts, started_ms)?),
             None => None,

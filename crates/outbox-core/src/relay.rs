@@ -168,15 +168,13 @@ pub struct RelayStats {
 impl RelayStats {
     /// Notes the start of an outage in `since`, unless one is already noted.
     fn outage(since: &AtomicU64) {
-        let _ = since.compare_exchange(0, unix_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        let _ = since.compare_exchange(
+            0,
+            telemetry::unix_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
-}
-
-/// The wall clock in Unix milliseconds, for the figures operators read.
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How many events must have been deleted for a relay that ran out of work to
@@ -452,7 +450,9 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             self.stats.broker_down_since_ms.store(0, Ordering::Relaxed);
         }
         if !done.is_empty() {
-            self.stats.last_ack_ms.store(unix_ms(), Ordering::Relaxed);
+            self.stats
+                .last_ack_ms
+                .store(telemetry::unix_ms(), Ordering::Relaxed);
         }
         self.start_delete(state, done).await;
         None
