@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use outbox_core::{ErrorKind, Identifier, Limits, NewEvent, OutboxStore, Payload};
+use outbox_core::{ErrorKind, Identifier, Limits, NewEvent, OutboxStore, Payload, RelayStore};
 use outbox_postgres::{PgOptions, PgStore, migrate};
 use outbox_testkit::PgSchema;
 use serde_json::json;
@@ -502,5 +502,43 @@ async fn status_counts_pending_events() {
     assert_eq!(status.pending, 7);
     assert!(status.oldest_pending_age.is_some());
     assert_eq!(status.schema_version, outbox_postgres::LATEST_VERSION);
+    pg.drop().await;
+}
+
+#[tokio::test]
+async fn reclaim_shrinks_a_drained_table_whose_last_rows_went_last() {
+    let Some((pg, store)) = setup("reclaim_shrinks_a_drained_table").await else {
+        return;
+    };
+    let s = pg.schema.quoted();
+    let run = |sql: String| {
+        let pool = pg.pool.clone();
+        async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await.unwrap() }
+    };
+    let heap_pages = || async {
+        let sql = format!("SELECT pg_relation_size('{s}.events') / 8192");
+        sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+            .fetch_one(&pg.pool)
+            .await
+            .unwrap()
+    };
+    run(format!(
+        "INSERT INTO {s}.events (stream, key, event_type, payload) \
+         SELECT 'orders', 'k' || (g % 100), 'order.created', \
+                convert_to('{{\"n\": ' || g || ', \"pad\": \"' || repeat('x', 100) || '\"}}', 'UTF8') \
+         FROM generate_series(1, 20000) AS g"
+    ))
+    .await;
+    let full = heap_pages().await;
+    assert!(full > 300, "the table should span hundreds of pages, has {full}");
+
+    // A drain as the relay does it: most rows deleted and reclaimed, then the
+    // last few, newest rows, on under 2 % of the pages, deleted and reclaimed.
+    run(format!("DELETE FROM {s}.events WHERE id <= (SELECT max(id) - 150 FROM {s}.events)")).await;
+    store.reclaim().await.unwrap();
+    run(format!("DELETE FROM {s}.events")).await;
+    store.reclaim().await.unwrap();
+
+    assert_eq!(heap_pages().await, 0, "the drained table kept its pages");
     pg.drop().await;
 }
