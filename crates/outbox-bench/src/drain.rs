@@ -192,6 +192,7 @@ async fn measure(
         "measurement": "drain",
         "batch_size": config.batch_size,
         "concurrency": config.concurrency,
+        "keep_published_s": config.keep_published.map(|d| d.as_secs_f64()),
         "events": params.events,
         "keys": params.keys,
         "payload_bytes": params.payload_bytes,

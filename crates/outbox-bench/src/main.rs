@@ -143,6 +143,11 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     quiet_wait: u64,
 
+    /// Keep published events this many seconds for replay, as the relay's
+    /// `--keep-published` does [default: delete them once published].
+    #[arg(long)]
+    keep_published_secs: Option<f64>,
+
     /// Changes to the relay's wiring to try, comma-separated; the results are
     /// labelled with them and are not the relay as shipped.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -239,6 +244,7 @@ async fn run(args: Args) -> BenchResult<()> {
             let config = RelayConfig {
                 batch_size,
                 concurrency,
+                keep_published: args.keep_published_secs.map(Duration::from_secs_f64),
                 ..RelayConfig::default()
             };
             for _ in 0..args.runs {

@@ -192,12 +192,12 @@ impl<S: RelayStore> RelayStore for MeteredStore<S> {
         Ok(claimed)
     }
 
-    async fn complete(&self, relay: RelayId, ids: &[i64]) -> Result<u64> {
+    async fn complete(&self, relay: RelayId, ids: &[i64], keep: bool) -> Result<u64> {
         let started = Instant::now();
         if let Some(deleting) = &self.deleting {
             deleting.lock().expect("deleting lock").extend(ids);
         }
-        let deleted = self.inner.complete(relay, ids).await;
+        let deleted = self.inner.complete(relay, ids, keep).await;
         if let Some(deleting) = &self.deleting {
             let mut deleting = deleting.lock().expect("deleting lock");
             for id in ids {
@@ -214,6 +214,14 @@ impl<S: RelayStore> RelayStore for MeteredStore<S> {
             .completed_rows
             .fetch_add(deleted, Ordering::Release);
         Ok(deleted)
+    }
+
+    async fn prune_kept(&self, older_than: Duration, limit: u32) -> Result<u64> {
+        self.inner.prune_kept(older_than, limit).await
+    }
+
+    async fn log_is_empty(&self) -> Result<bool> {
+        self.inner.log_is_empty().await
     }
 
     async fn fail(&self, relay: RelayId, id: i64, error: &str, retry_in: Duration) -> Result<()> {

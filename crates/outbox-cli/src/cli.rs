@@ -55,6 +55,13 @@ pub enum Command {
     /// acknowledged; keys flow in parallel. Several relays may share a database:
     /// they split its partitions between them.
     Relay(Box<crate::relay::RelayArgs>),
+    /// Publish kept events once more, from the published log.
+    ///
+    /// The relay keeps published events only with `--keep-published`. A replay
+    /// sends each selected event again under its own id, each key in its
+    /// original order, through the publisher the relay's settings name; it
+    /// leaves the outbox and the relay alone.
+    Replay(Box<crate::replay::ReplayArgs>),
     /// Look at, retry or discard events whose publication gave up.
     #[command(subcommand)]
     DeadLetters(crate::dead_letters::DeadLetterCommand),

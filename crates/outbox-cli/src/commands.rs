@@ -18,6 +18,7 @@ pub async fn run(command: Command) -> Result<()> {
         } => crate::watch::run(&db, json, interval, relay.as_deref()).await,
         Command::Status { db, json, .. } => status(&db, json).await,
         Command::Relay(args) => crate::relay::run(*args).await,
+        Command::Replay(args) => crate::replay::run(*args).await,
         Command::DeadLetters(command) => crate::dead_letters::run(command).await,
         Command::Demo(args) => crate::demo::run(args).await,
     }

@@ -20,6 +20,7 @@ mod demo;
 mod http;
 mod publishers;
 mod relay;
+mod replay;
 mod watch;
 
 fn main() -> ExitCode {

@@ -199,21 +199,27 @@ pub struct RelayArgs {
     /// Seconds a stop waits for in-flight publishes [default: 10].
     #[arg(long, env = "OUTBOX_SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<f64>,
+
+    /// Keep published events this long (`90s`, `15m`, `12h`, `7d`) for
+    /// `outbox replay`, instead of deleting them once published [default: keep
+    /// nothing].
+    #[arg(long, env = "OUTBOX_KEEP_PUBLISHED")]
+    pub keep_published: Option<String>,
 }
 
 /// The relay's settings after flags, environment and file were merged.
-struct Settings {
-    database_url: String,
-    schema: Identifier,
-    destination: Destination,
+pub(crate) struct Settings {
+    pub(crate) database_url: String,
+    pub(crate) schema: Identifier,
+    pub(crate) destination: Destination,
     http_listen: Option<std::net::SocketAddr>,
     admin_token: Option<String>,
     status_interval: Duration,
     alerts: Option<AlertSettings>,
-    config: RelayConfig,
+    pub(crate) config: RelayConfig,
 }
 
-fn merge(args: RelayArgs) -> Result<Settings> {
+pub(crate) fn merge(args: RelayArgs) -> Result<Settings> {
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -317,6 +323,10 @@ fn merge(args: RelayArgs) -> Result<Settings> {
             None => defaults.shutdown_grace,
         },
         publish_timeout,
+        keep_published: pick!(keep_published)
+            .map(|text| crate::replay::parse_span("--keep-published", &text))
+            .transpose()
+            .map_err(|e| Error::config(e.message().to_owned()))?,
         failpoints: failpoints_from_env()?,
         ..defaults
     };
@@ -423,15 +433,21 @@ pub async fn shutdown_signal() {
     tracing::info!("stop requested");
 }
 
-/// Runs the relay until SIGINT or SIGTERM.
-pub async fn run(args: RelayArgs) -> Result<()> {
-    let settings = merge(args)?;
+/// Opens the store the settings name, and checks its schema is this binary's.
+pub(crate) async fn open_store(settings: &Settings) -> Result<AnyStore> {
     let options = StoreOptions {
         schema: settings.schema.clone(),
         ..StoreOptions::default()
     };
     let store = AnyStore::connect(&settings.database_url, options).await?;
     store.check_schema().await?;
+    Ok(store)
+}
+
+/// Runs the relay until SIGINT or SIGTERM.
+pub async fn run(args: RelayArgs) -> Result<()> {
+    let settings = merge(args)?;
+    let store = open_store(&settings).await?;
     let publisher = settings.destination.open().await?;
 
     let relay = Relay::new(store.clone(), publisher, settings.config);
@@ -578,6 +594,11 @@ mod tests {
             RelayArgs {
                 database_url: Some("sqlite://x.db".into()),
                 alert_webhook: Some("not a url".into()),
+                ..RelayArgs::default()
+            },
+            RelayArgs {
+                database_url: Some("sqlite://x.db".into()),
+                keep_published: Some("a while".into()),
                 ..RelayArgs::default()
             },
         ];

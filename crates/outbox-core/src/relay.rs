@@ -107,13 +107,15 @@ pub struct RelayConfig {
     /// After how many published events the store reclaims their space
     /// ([`RelayStore::reclaim`]), so the table stays bounded under sustained
     /// load even where autovacuum is off or slow; it also reclaims twice once it
-    /// parks after a drain, so that a drained table can shrink. 0 turns both off.
-    ///
-    /// Known limit: the shrink was seen after a 250,000-event drain, but after a
-    /// 1,000,000-event drain the table kept its full size although its dead rows
-    /// were gone; a manual VACUUM did not shrink it either, and why is not yet
-    /// understood (BENCHMARKS.md, section 4).
+    /// parks after a drain, so that a drained table shrinks back to its empty
+    /// size. 0 turns both off.
     pub reclaim_every: u64,
+    /// Keep published events for replay for this long after their publish
+    /// ([`crate::replay`]), instead of deleting them. The relay moves each one
+    /// into the store's published log as it leaves the outbox, and deletes
+    /// from the log, in batches, those published longer ago. `None`, the
+    /// default, deletes published events at once.
+    pub keep_published: Option<Duration>,
     /// Crash injection for tests; none in production.
     pub failpoints: Failpoints,
 }
@@ -138,6 +140,7 @@ impl Default for RelayConfig {
             publish_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             reclaim_every: 100_000,
+            keep_published: None,
             failpoints: Failpoints::default(),
         }
     }
@@ -180,6 +183,13 @@ impl RelayStats {
 /// How many events must have been deleted for a relay that ran out of work to
 /// reclaim their space; a trickle of events is left to autovacuum.
 const IDLE_RECLAIM_MIN: u64 = 1_000;
+
+/// Kept events deleted per statement when they expire: a statement holds its
+/// row locks only briefly, and the next batch starts after it committed.
+const PRUNE_BATCH: u32 = 5_000;
+
+/// The longest time between two looks for expired kept events.
+const PRUNE_INTERVAL_MAX: Duration = Duration::from_secs(10);
 
 /// A relay: one process's share of the work of publishing the outbox.
 pub struct Relay<S, P> {
@@ -225,6 +235,11 @@ struct LoopState {
     /// Reclaims made since the backlog drained; the relay makes two.
     idle_reclaims: u32,
     reclaim_task: Option<JoinHandle<()>>,
+    /// When to look for expired kept events next.
+    next_prune: Instant,
+    prune_task: Option<JoinHandle<()>>,
+    /// Kept events deleted since their space was last reclaimed.
+    pruned: Arc<AtomicU64>,
 }
 
 impl LoopState {
@@ -244,6 +259,9 @@ impl LoopState {
             drained: 0,
             idle_reclaims: 0,
             reclaim_task: None,
+            next_prune: now,
+            prune_task: None,
+            pruned: Arc::default(),
         }
     }
 
@@ -354,6 +372,14 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             }
         }
 
+        if let Some(keep) = self.config.keep_published
+            && now >= state.next_prune
+        {
+            state.next_prune =
+                now + (keep / 2).clamp(Duration::from_millis(100), PRUNE_INTERVAL_MAX);
+            self.prune(state, keep);
+        }
+
         state.retry_at.retain(|_, at| *at > now);
         let skip: Vec<(String, String)> = state.retry_at.keys().cloned().collect();
         // The delete of the previous batch may not have committed yet, and its
@@ -427,7 +453,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             lease_deadline: state.lease_deadline,
             broker_down: AtomicBool::new(false),
         };
-        let outcomes: Vec<KeyOutcome> = stream::iter(group_by_key(claimed))
+        let outcomes: Vec<KeyOutcome> = stream::iter(group_by_key(claimed, |c| &c.event))
             .map(|(key, events)| self.publish_key(key, events, &batch, stopping))
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
@@ -670,6 +696,56 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         true
     }
 
+    /// Deletes kept events published longer than `keep` ago, in the
+    /// background and in batches, unless a prune still runs. Reclaims the
+    /// log's space after every [`RelayConfig::reclaim_every`] deleted events,
+    /// and when a prune leaves it empty, so that it can shrink.
+    fn prune(&self, state: &mut LoopState, keep: Duration) {
+        if state.prune_task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let (store, id, total) = (self.store.clone(), self.id, state.pruned.clone());
+        let reclaim_every = self.config.reclaim_every;
+        state.prune_task = Some(tokio::spawn(async move {
+            let mut pruned = 0;
+            loop {
+                match store.prune_kept(keep, PRUNE_BATCH).await {
+                    Ok(n) => {
+                        pruned += n;
+                        if n < u64::from(PRUNE_BATCH) {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(
+                            relay_id = %id,
+                            error = %err.chain(),
+                            "could not delete expired published events"
+                        );
+                        break;
+                    }
+                }
+            }
+            if pruned == 0 || reclaim_every == 0 {
+                return;
+            }
+            tracing::debug!(relay_id = %id, pruned, "deleted expired published events");
+            let unreclaimed = total.fetch_add(pruned, Ordering::Relaxed) + pruned;
+            let due = unreclaimed >= reclaim_every
+                || (unreclaimed >= IDLE_RECLAIM_MIN && store.log_is_empty().await.unwrap_or(false));
+            if due {
+                total.store(0, Ordering::Relaxed);
+                if let Err(err) = store.reclaim().await {
+                    tracing::warn!(
+                        relay_id = %id,
+                        error = %err.chain(),
+                        "could not reclaim the space of expired published events"
+                    );
+                }
+            }
+        }));
+    }
+
     /// Deletes acknowledged events in the background, after the previous
     /// delete finished; the next claim runs meanwhile and skips these ids.
     async fn start_delete(&self, state: &mut LoopState, done: Vec<i64>) {
@@ -684,8 +760,9 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             self.reclaim(state);
         }
         let (store, id) = (self.store.clone(), self.id);
+        let keep = self.config.keep_published.is_some();
         state.delete_task = Some(tokio::spawn(async move {
-            match store.complete(id, &done).await {
+            match store.complete(id, &done, keep).await {
                 Ok(n) if n < done.len() as u64 => tracing::warn!(
                     relay_id = %id,
                     expected = done.len(),
@@ -704,16 +781,20 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
 }
 
 /// Splits a batch into keys, keeping each key's events in batch order.
-fn group_by_key(claimed: Vec<Claimed>) -> Vec<((String, String), Vec<Claimed>)> {
+pub(crate) fn group_by_key<T>(
+    items: Vec<T>,
+    event: impl Fn(&T) -> &Event,
+) -> Vec<((String, String), Vec<T>)> {
     let mut index: HashMap<(String, String), usize> = HashMap::new();
-    let mut runs: Vec<((String, String), Vec<Claimed>)> = Vec::new();
-    for c in claimed {
-        let key = (c.event.stream.clone(), c.event.key.clone());
+    let mut runs: Vec<((String, String), Vec<T>)> = Vec::new();
+    for item in items {
+        let e = event(&item);
+        let key = (e.stream.clone(), e.key.clone());
         match index.get(&key) {
-            Some(&i) => runs[i].1.push(c),
+            Some(&i) => runs[i].1.push(item),
             None => {
                 index.insert(key.clone(), runs.len());
-                runs.push((key, vec![c]));
+                runs.push((key, vec![item]));
             }
         }
     }

@@ -87,9 +87,16 @@ pub trait RelayStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Claimed>>> + Send;
 
-    /// Deletes published events, under `relay`'s leases. Returns how many rows
-    /// were deleted; rows of partitions whose lease was lost are left alone.
-    fn complete(&self, relay: RelayId, ids: &[i64]) -> impl Future<Output = Result<u64>> + Send;
+    /// Takes published events out of the outbox, under `relay`'s leases: with
+    /// `keep`, into the published log ([`crate::PublishedLog`]) in the same
+    /// statement or transaction, otherwise for good. Returns how many rows left
+    /// the outbox; rows of partitions whose lease was lost are left alone.
+    fn complete(
+        &self,
+        relay: RelayId,
+        ids: &[i64],
+        keep: bool,
+    ) -> impl Future<Output = Result<u64>> + Send;
 
     /// Counts a failed attempt and defers the event by `retry_in`.
     fn fail(
@@ -127,8 +134,21 @@ pub trait RelayStore: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Deletes, oldest first, up to `limit` kept events published longer than
+    /// `older_than` ago. Returns how many went; fewer than `limit` means none
+    /// that old is left. Rows another session is deleting are skipped, so
+    /// several relays may prune at once.
+    fn prune_kept(
+        &self,
+        older_than: Duration,
+        limit: u32,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Whether the published log holds no event at all.
+    fn log_is_empty(&self) -> impl Future<Output = Result<bool>> + Send;
+
     /// Makes the space of published events reusable, without blocking writers
-    /// (on PostgreSQL a `VACUUM` of the events table). The relay calls it after
+    /// (on PostgreSQL a `VACUUM` of the events table and the published log). The relay calls it after
     /// every [`crate::RelayConfig::reclaim_every`] published events and when a
     /// backlog is drained. Stores that need nothing of the kind do nothing.
     fn reclaim(&self) -> impl Future<Output = Result<()>> + Send {

@@ -33,6 +33,7 @@ mod dead_letter;
 mod error;
 mod inbox;
 mod migrate;
+mod published;
 mod relay;
 mod store;
 

@@ -26,6 +26,8 @@ pub(crate) struct RelayStatements {
     release_all: Arc<str>,
     claim: Arc<str>,
     complete: Arc<str>,
+    complete_keeping: Arc<str>,
+    prune_kept: Arc<str>,
     fail: Arc<str>,
     dead_letter: Arc<str>,
     park: Arc<str>,
@@ -91,6 +93,24 @@ impl RelayStatements {
             .into(),
             complete: format!(
                 "DELETE FROM {s}.events e USING {s}.leases l WHERE e.id = ANY($2) AND {owned}"
+            )
+            .into(),
+            complete_keeping: format!(
+                "WITH done AS ( \
+                     DELETE FROM {s}.events e USING {s}.leases l \
+                     WHERE e.id = ANY($2) AND {owned} RETURNING e.*) \
+                 INSERT INTO {s}.published \
+                     (id, event_id, stream, key, seq, partition, event_type, content_type, \
+                      payload, headers, created_at, attempts) \
+                 SELECT id, event_id, stream, key, seq, partition, event_type, content_type, \
+                        payload, headers, created_at, attempts FROM done"
+            )
+            .into(),
+            prune_kept: format!(
+                "DELETE FROM {s}.published WHERE id IN ( \
+                     SELECT id FROM {s}.published \
+                     WHERE published_at < now() - $1 * interval '1 millisecond' \
+                     ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
             )
             .into(),
             fail: format!(
@@ -259,9 +279,14 @@ impl RelayStore for PgStore {
             .collect()
     }
 
-    async fn complete(&self, relay: RelayId, ids: &[i64]) -> Result<u64> {
+    async fn complete(&self, relay: RelayId, ids: &[i64], keep: bool) -> Result<u64> {
+        let sql = self.relay_sql();
         let done = self
-            .query(&self.relay_sql().complete)
+            .query(if keep {
+                &sql.complete_keeping
+            } else {
+                &sql.complete
+            })
             .bind(relay.as_uuid())
             .bind(ids)
             .execute(self.pool())
@@ -316,6 +341,28 @@ impl RelayStore for PgStore {
         Ok(())
     }
 
+    async fn prune_kept(&self, older_than: Duration, limit: u32) -> Result<u64> {
+        let pruned = self
+            .query(&self.relay_sql().prune_kept)
+            .bind(millis(older_than))
+            .bind(i64::from(limit))
+            .execute(self.pool())
+            .await
+            .map_err(|e| map_error(e).context("could not delete expired published events"))?;
+        Ok(pruned.rows_affected())
+    }
+
+    async fn log_is_empty(&self) -> Result<bool> {
+        let sql = format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM {}.published)",
+            self.schema().quoted()
+        );
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(self.pool())
+            .await
+            .map_err(map_error)
+    }
+
     async fn reclaim(&self) -> Result<()> {
         // Outside a transaction, as VACUUM must be; SKIP_LOCKED gives up at once
         // rather than queue behind a lock another session holds.
@@ -325,14 +372,14 @@ impl RelayStore for PgStore {
         // in place. After a drain those pages are the table's last ones (the
         // newest rows go last), and a page with a line pointer left cannot be
         // cut off, so a large table would never shrink back.
+        let s = self.schema().quoted();
         let sql = format!(
-            "VACUUM (SKIP_LOCKED, DISABLE_PAGE_SKIPPING, INDEX_CLEANUP ON) {}.events",
-            self.schema().quoted()
+            "VACUUM (SKIP_LOCKED, DISABLE_PAGE_SKIPPING, INDEX_CLEANUP ON) {s}.events, {s}.published"
         );
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(self.pool())
             .await
-            .map_err(|e| map_error(e).context("could not vacuum the events table"))?;
+            .map_err(|e| map_error(e).context("could not vacuum the outbox tables"))?;
         Ok(())
     }
 

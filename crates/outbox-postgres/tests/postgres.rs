@@ -513,7 +513,12 @@ async fn reclaim_shrinks_a_drained_table_whose_last_rows_went_last() {
     let s = pg.schema.quoted();
     let run = |sql: String| {
         let pool = pg.pool.clone();
-        async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await.unwrap() }
+        async move {
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap()
+        }
     };
     let heap_pages = || async {
         let sql = format!("SELECT pg_relation_size('{s}.events') / 8192");
@@ -530,11 +535,17 @@ async fn reclaim_shrinks_a_drained_table_whose_last_rows_went_last() {
     ))
     .await;
     let full = heap_pages().await;
-    assert!(full > 300, "the table should span hundreds of pages, has {full}");
+    assert!(
+        full > 300,
+        "the table should span hundreds of pages, has {full}"
+    );
 
     // A drain as the relay does it: most rows deleted and reclaimed, then the
     // last few, newest rows, on under 2 % of the pages, deleted and reclaimed.
-    run(format!("DELETE FROM {s}.events WHERE id <= (SELECT max(id) - 150 FROM {s}.events)")).await;
+    run(format!(
+        "DELETE FROM {s}.events WHERE id <= (SELECT max(id) - 150 FROM {s}.events)"
+    ))
+    .await;
     store.reclaim().await.unwrap();
     run(format!("DELETE FROM {s}.events")).await;
     store.reclaim().await.unwrap();

@@ -12,6 +12,7 @@
 mod dead_letter;
 mod inbox;
 mod migrate;
+mod published;
 mod relay;
 mod store;
 

@@ -26,10 +26,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "dead letters can be retried in place",
         sql: include_str!("../migrations/0003_redrive.sql"),
     },
+    Migration {
+        version: 4,
+        description: "published events kept for replay",
+        sql: include_str!("../migrations/0004_published.sql"),
+    },
 ];
 
 /// The schema version this binary writes and expects.
-pub const LATEST_VERSION: i64 = 3;
+pub const LATEST_VERSION: i64 = 4;
 
 const PLACE: &str = "this database";
 

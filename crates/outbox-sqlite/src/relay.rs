@@ -113,19 +113,64 @@ impl RelayStore for SqliteStore {
             .collect()
     }
 
-    async fn complete(&self, relay: RelayId, ids: &[i64]) -> Result<u64> {
+    async fn complete(&self, relay: RelayId, ids: &[i64], keep: bool) -> Result<u64> {
         let ids = serde_json::to_string(ids).expect("integers serialize");
-        let done = sqlx::query(concat!(
+        let relay = relay.to_string();
+        let delete = concat!(
             "DELETE FROM outbox_events AS e ",
             "WHERE e.id IN (SELECT value FROM json_each(?2)) AND ",
             owned!()
+        );
+        if !keep {
+            let done = sqlx::query(delete)
+                .bind(&relay)
+                .bind(&ids)
+                .execute(self.pool())
+                .await
+                .map_err(|e| map_error(e).context("could not mark events done"))?;
+            return Ok(done.rows_affected());
+        }
+        // One transaction, taken with the write lock, so the lease seen by the
+        // copy is the lease seen by the delete.
+        let mut tx = self.begin().await?;
+        sqlx::query(concat!(
+            "INSERT INTO outbox_published (id, event_id, stream, key, seq, partition, ",
+            "event_type, content_type, payload, headers, created_at, attempts, published_at) ",
+            "SELECT id, event_id, stream, key, seq, partition, event_type, content_type, ",
+            "payload, headers, created_at, attempts, ",
+            now_ms!(),
+            " FROM outbox_events AS e ",
+            "WHERE e.id IN (SELECT value FROM json_each(?2)) AND ",
+            owned!()
         ))
-        .bind(relay.to_string())
-        .bind(ids)
+        .bind(&relay)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_error(e).context("could not keep published events"))?;
+        let done = sqlx::query(delete)
+            .bind(&relay)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_error(e).context("could not mark events done"))?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn prune_kept(&self, older_than: Duration, limit: u32) -> Result<u64> {
+        let pruned = sqlx::query(concat!(
+            "DELETE FROM outbox_published WHERE id IN (",
+            "SELECT id FROM outbox_published WHERE published_at < ",
+            now_ms!(),
+            " - ?1 ORDER BY published_at LIMIT ?2)"
+        ))
+        .bind(millis(older_than))
+        .bind(i64::from(limit))
         .execute(self.pool())
         .await
-        .map_err(|e| map_error(e).context("could not mark events done"))?;
-        Ok(done.rows_affected())
+        .map_err(|e| map_error(e).context("could not delete expired published events"))?;
+        Ok(pruned.rows_affected())
     }
 
     async fn fail(&self, relay: RelayId, id: i64, error: &str, retry_in: Duration) -> Result<()> {
@@ -171,6 +216,13 @@ impl RelayStore for SqliteStore {
                 .map_err(map_error)?;
         }
         tx.commit().await.map_err(map_error)
+    }
+
+    async fn log_is_empty(&self) -> Result<bool> {
+        sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM outbox_published)")
+            .fetch_one(self.pool())
+            .await
+            .map_err(map_error)
     }
 
     async fn park(&self, _relay: RelayId) -> Result<()> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use outbox_core::{
     Claimed, DeadLetter, DeadLetterFilter, DeadLetterStore, Enqueued, Error, Event, Identifier,
-    Limits, NewEvent, OutboxStore, RelayId, RelayStore, Result, Status,
+    Limits, NewEvent, OutboxStore, PublishedLog, RelayId, RelayStore, ReplayFilter, Result, Status,
 };
 
 /// Settings shared by every store kind.
@@ -151,6 +151,12 @@ impl DeadLetterStore for AnyStore {
     }
 }
 
+impl PublishedLog for AnyStore {
+    async fn kept(&self, filter: &ReplayFilter, after: i64, limit: u32) -> Result<Vec<Event>> {
+        each!(self, s => s.kept(filter, after, limit).await)
+    }
+}
+
 impl RelayStore for AnyStore {
     fn partition_count(&self) -> u16 {
         each!(self, s => s.partition_count())
@@ -173,8 +179,12 @@ impl RelayStore for AnyStore {
         each!(self, s => s.claim(partitions, skip_keys, limit).await)
     }
 
-    async fn complete(&self, relay: RelayId, ids: &[i64]) -> Result<u64> {
-        each!(self, s => s.complete(relay, ids).await)
+    async fn complete(&self, relay: RelayId, ids: &[i64], keep: bool) -> Result<u64> {
+        each!(self, s => s.complete(relay, ids, keep).await)
+    }
+
+    async fn prune_kept(&self, older_than: Duration, limit: u32) -> Result<u64> {
+        each!(self, s => s.prune_kept(older_than, limit).await)
     }
 
     async fn fail(&self, relay: RelayId, id: i64, error: &str, retry_in: Duration) -> Result<()> {
@@ -191,6 +201,10 @@ impl RelayStore for AnyStore {
 
     async fn unpark(&self, relay: RelayId) -> Result<()> {
         each!(self, s => s.unpark(relay).await)
+    }
+
+    async fn log_is_empty(&self) -> Result<bool> {
+        each!(self, s => s.log_is_empty().await)
     }
 
     async fn reclaim(&self) -> Result<()> {

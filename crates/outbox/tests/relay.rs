@@ -9,8 +9,8 @@ use std::time::Duration;
 use outbox::postgres::{PgOptions, PgStore};
 use outbox::sqlite::SqliteStore;
 use outbox::{
-    DeadLetterPolicy, Error, ErrorKind, Event, NewEvent, OutboxStore, Publisher, Relay,
-    RelayConfig, RelayId, RelayStore, RetryPolicy,
+    DeadLetterPolicy, Error, ErrorKind, Event, NewEvent, OutboxStore, PublishedLog, Publisher,
+    Relay, RelayConfig, RelayId, RelayStore, ReplayFilter, RetryPolicy,
 };
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -142,6 +142,21 @@ where
     (stop, task)
 }
 
+/// Runs `relay` until `store` has no pending events, then stops it cleanly.
+async fn run_until_drained<S, P>(store: &impl OutboxStore, relay: Relay<S, P>)
+where
+    S: RelayStore,
+    P: Publisher + 'static,
+{
+    let (stop, task) = spawn(relay);
+    drained(store, Duration::from_secs(60)).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_drain_keeps_every_key_in_order() {
     let Some((pg, store)) = pg_store("postgres_drain_keeps_every_key_in_order").await else {
@@ -151,13 +166,7 @@ async fn postgres_drain_keeps_every_key_in_order() {
 
     let recorder = std::sync::Arc::new(Recorder::default());
     let relay = Relay::new(store.clone(), ArcPublisher(recorder.clone()), config());
-    let (stop, task) = spawn(relay);
-    drained(&store, Duration::from_secs(60)).await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .unwrap()
-        .unwrap();
+    run_until_drained(&store, relay).await;
 
     let log = recorder.log.lock().unwrap().clone();
     assert_eq!(log.len(), 3000);
@@ -183,13 +192,7 @@ async fn sqlite_drain_keeps_every_key_in_order() {
 
     let recorder = std::sync::Arc::new(Recorder::default());
     let relay = Relay::new(store.clone(), ArcPublisher(recorder.clone()), config());
-    let (stop, task) = spawn(relay);
-    drained(&store, Duration::from_secs(60)).await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .unwrap()
-        .unwrap();
+    run_until_drained(&store, relay).await;
 
     let log = recorder.log.lock().unwrap().clone();
     assert_eq!(log.len(), 1000);
@@ -241,14 +244,7 @@ async fn a_failing_key_is_dead_lettered_and_the_others_flow() {
     enqueue_many(&store, 400, 20).await;
     let recorder = std::sync::Arc::new(Recorder::failing("key-7", ErrorKind::Transient));
     let relay = Relay::new(store.clone(), ArcPublisher(recorder.clone()), config());
-    let (stop, task) = spawn(relay);
-
-    drained(&store, Duration::from_secs(60)).await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .unwrap()
-        .unwrap();
+    run_until_drained(&store, relay).await;
 
     let log = recorder.log.lock().unwrap().clone();
     assert_eq!(log.len(), 380, "every other key published");
@@ -353,7 +349,7 @@ async fn a_lost_lease_fences_out_the_old_owner() {
     );
 
     assert_eq!(
-        store.complete(old, &ids).await.unwrap(),
+        store.complete(old, &ids, false).await.unwrap(),
         0,
         "expired lease refused"
     );
@@ -366,7 +362,7 @@ async fn a_lost_lease_fences_out_the_old_owner() {
     let claimed = store.claim(&taken, &[], 100).await.unwrap();
     let claimed: Vec<i64> = claimed.iter().map(|c| c.event.id).collect();
     assert_eq!(
-        store.complete(new, &claimed).await.unwrap(),
+        store.complete(new, &claimed, false).await.unwrap(),
         claimed.len() as u64
     );
     pg.drop().await;
@@ -438,4 +434,131 @@ impl Publisher for ArcPublisher {
     ) -> impl std::future::Future<Output = outbox::Result<()>> + Send {
         self.0.publish(event)
     }
+}
+
+/// Completing with `keep` moves events into the published log under the
+/// relay's lease only; the log reads back by filter, and expiry empties it in
+/// batches of the size asked.
+async fn keeping_moves_events_to_the_log_and_expiry_empties_it<S>(store: &S)
+where
+    S: RelayStore + PublishedLog + OutboxStore + outbox::TransactionalStore,
+{
+    enqueue_many(store, 10, 2).await;
+    let (stranger, owner) = (RelayId::new(), RelayId::new());
+    let held = store
+        .maintain_leases(owner, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let claimed: Vec<Event> = store
+        .claim(&held, &[], 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.event)
+        .collect();
+    let ids: Vec<i64> = claimed.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 10);
+    let everything = ReplayFilter {
+        since: chrono::Utc::now() - chrono::Duration::hours(1),
+        until: None,
+        stream: None,
+        key: None,
+    };
+
+    assert_eq!(store.complete(stranger, &ids, true).await.unwrap(), 0);
+    assert!(store.kept(&everything, 0, 100).await.unwrap().is_empty());
+    assert_eq!(store.complete(owner, &ids, true).await.unwrap(), 10);
+    assert_eq!(store.status().await.unwrap().pending, 0);
+
+    let kept = store.kept(&everything, 0, 100).await.unwrap();
+    assert_eq!(kept, claimed, "kept as they were claimed, in row-id order");
+    let one_key = ReplayFilter {
+        key: Some("key-1".into()),
+        ..everything.clone()
+    };
+    let kept = store.kept(&one_key, 0, 100).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(store.kept(&everything, ids[6], 100).await.unwrap().len(), 3);
+    assert_eq!(store.kept(&everything, 0, 4).await.unwrap().len(), 4);
+    let later = ReplayFilter {
+        since: chrono::Utc::now() + chrono::Duration::minutes(1),
+        ..everything.clone()
+    };
+    assert!(store.kept(&later, 0, 100).await.unwrap().is_empty());
+    let other_stream = ReplayFilter {
+        stream: Some("payments".into()),
+        ..everything.clone()
+    };
+    assert!(store.kept(&other_stream, 0, 100).await.unwrap().is_empty());
+
+    assert_eq!(
+        store
+            .prune_kept(Duration::from_secs(3600), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let batches: Vec<u64> = [
+        store.prune_kept(Duration::ZERO, 4).await.unwrap(),
+        store.prune_kept(Duration::ZERO, 4).await.unwrap(),
+        store.prune_kept(Duration::ZERO, 4).await.unwrap(),
+    ]
+    .into();
+    assert_eq!(batches, [4, 4, 2]);
+    assert!(store.kept(&everything, 0, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_published_events_and_expires_them() {
+    let Some((pg, store)) = pg_store("postgres_keeps_published_events").await else {
+        return;
+    };
+    keeping_moves_events_to_the_log_and_expiry_empties_it(&store).await;
+    pg.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_published_events_and_expires_them() {
+    let file = outbox_testkit::SqliteFile::new();
+    let store = SqliteStore::new(file.pool().await, Default::default());
+    store.migrate().await.unwrap();
+    keeping_moves_events_to_the_log_and_expiry_empties_it(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_keeps_leaves_every_event_in_the_log() {
+    let Some((pg, store)) = pg_store("a_relay_that_keeps").await else {
+        return;
+    };
+    enqueue_many(&store, 2000, 20).await;
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let config = RelayConfig {
+        keep_published: Some(Duration::from_secs(3600)),
+        ..config()
+    };
+    let relay = Relay::new(store.clone(), ArcPublisher(recorder.clone()), config);
+    run_until_drained(&store, relay).await;
+
+    let everything = ReplayFilter {
+        since: chrono::Utc::now() - chrono::Duration::hours(1),
+        until: None,
+        stream: None,
+        key: None,
+    };
+    let kept = store.kept(&everything, 0, 5000).await.unwrap();
+    let log = recorder.log.lock().unwrap().clone();
+    let mut published: Vec<&str> = log.iter().map(|(_, _, id)| id.as_str()).collect();
+    let kept_ids: Vec<String> = kept.iter().map(|e| e.event_id.to_string()).collect();
+    let mut kept_ids: Vec<&str> = kept_ids.iter().map(String::as_str).collect();
+    published.sort_unstable();
+    kept_ids.sort_unstable();
+    assert_eq!(
+        kept_ids, published,
+        "the log holds exactly what was published"
+    );
+    pg.drop().await;
 }
