@@ -65,7 +65,7 @@ async fn measure(
     );
     let fill = fill(fixture, params).await?;
     let table_before = table_size(&fixture.admin, &fixture.q()).await?;
-    let plan_full = explain_claim(&fixture.admin, &fixture.q(), config.batch_size).await?;
+    let plan_full = explain_claim(fixture, config.batch_size).await?;
     let claim_cost = claim_cost(fixture, config.batch_size).await?;
 
     eprintln!(
@@ -120,7 +120,7 @@ async fn measure(
     let pending = fixture.pending_rows().await?;
     let messages = stream_count(fixture, params.events).await?;
     let table_after = table_size(&fixture.admin, &fixture.q()).await?;
-    let plan_drained = explain_claim(&fixture.admin, &fixture.q(), config.batch_size).await?;
+    let plan_drained = explain_claim(fixture, config.batch_size).await?;
     let order = if params.check_order {
         eprintln!("drain: reading the stream back to check every key's order");
         Some(
@@ -338,32 +338,29 @@ async fn table_size(pool: &PgPool, q: &str) -> BenchResult<Value> {
     }))
 }
 
-/// The relay's claim statement, as the PostgreSQL store renders it.
-fn claim_sql(q: &str) -> String {
-    format!(
-        "SELECT e.id, e.event_id, e.stream, e.key, e.seq, e.partition, e.event_type, \
-                e.content_type, e.payload, e.headers, e.created_at, e.attempts, \
-                CASE WHEN e.next_attempt_at > now() THEN ceil(extract(epoch FROM \
-                    e.next_attempt_at - now()) * 1000)::bigint END AS retry_in_ms \
-         FROM {q}.events e \
-         WHERE e.partition = ANY($1) \
-           AND NOT (e.stream || E'\\n' || e.key = ANY($2)) \
-           AND NOT EXISTS (SELECT 1 FROM {q}.dead_letters d \
-                           WHERE d.held AND d.stream = e.stream AND d.key = e.key) \
-         ORDER BY e.id LIMIT $3"
+/// A store on the fixture's schema, through the admin pool.
+fn admin_store(fixture: &Fixture) -> PgStore {
+    PgStore::new(
+        fixture.admin.clone(),
+        PgOptions {
+            schema: fixture.schema.clone(),
+            ..PgOptions::default()
+        },
     )
 }
 
 /// `EXPLAIN (ANALYZE, BUFFERS)` of the relay's claim for every partition and
 /// no skipped keys, as one relay that holds all leases issues it.
-async fn explain_claim(pool: &PgPool, q: &str, limit: usize) -> BenchResult<Vec<String>> {
-    let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", claim_sql(q));
+async fn explain_claim(fixture: &Fixture, limit: usize) -> BenchResult<Vec<String>> {
+    let store = admin_store(fixture);
+    let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", store.claim_statement());
     let partitions: Vec<i16> = (0..256).collect();
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(&partitions)
         .bind(Vec::<String>::new())
+        .bind(Vec::<i64>::new())
         .bind(limit as i64)
-        .fetch_all(pool)
+        .fetch_all(&fixture.admin)
         .await?;
 
     // The plan spells out all 256 partitions; one range says the same.
@@ -386,14 +383,8 @@ async fn explain_claim(pool: &PgPool, q: &str, limit: usize) -> BenchResult<Vec<
 /// decodes every row into an event. Medians of five tries each, in ms.
 async fn claim_cost(fixture: &Fixture, limit: usize) -> BenchResult<Value> {
     let partitions: Vec<i16> = (0..256).collect();
-    let sql = claim_sql(&fixture.q());
-    let store = PgStore::new(
-        fixture.admin.clone(),
-        PgOptions {
-            schema: fixture.schema.clone(),
-            ..PgOptions::default()
-        },
-    );
+    let store = admin_store(fixture);
+    let sql = store.claim_statement().to_owned();
 
     let mut fetch = Vec::new();
     let mut claim = Vec::new();
@@ -402,6 +393,7 @@ async fn claim_cost(fixture: &Fixture, limit: usize) -> BenchResult<Value> {
         let rows = sqlx::query(AssertSqlSafe(sql.clone()))
             .bind(&partitions)
             .bind(Vec::<String>::new())
+            .bind(Vec::<i64>::new())
             .bind(limit as i64)
             .fetch_all(&fixture.admin)
             .await?;
@@ -409,7 +401,7 @@ async fn claim_cost(fixture: &Fixture, limit: usize) -> BenchResult<Value> {
         drop(rows);
 
         let started = Instant::now();
-        let claimed = store.claim(&partitions, &[], limit).await?;
+        let claimed = store.claim(&partitions, &[], &[], limit).await?;
         claim.push(started.elapsed().as_secs_f64() * 1e3);
         drop(claimed);
     }

@@ -167,13 +167,14 @@ impl<S: RelayStore> RelayStore for MeteredStore<S> {
         &self,
         partitions: &[i16],
         skip_keys: &[(String, String)],
+        skip_ids: &[i64],
         limit: usize,
     ) -> Result<Vec<Claimed>> {
         let started = Instant::now();
         let before = self.deleting_now();
         let mut claimed = self
             .inner
-            .claim(partitions, skip_keys, limit + before.len())
+            .claim(partitions, skip_keys, skip_ids, limit + before.len())
             .await?;
         if self.deleting.is_some() {
             let after = self.deleting_now();

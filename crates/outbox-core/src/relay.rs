@@ -383,9 +383,12 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         state.retry_at.retain(|_, at| *at > now);
         let skip: Vec<(String, String)> = state.retry_at.keys().cloned().collect();
         // The delete of the previous batch may not have committed yet, and its
-        // rows, the oldest, would fill the claim: ask for that many more.
-        let limit = self.config.batch_size + state.deleting.len();
-        let claimed = self.store.claim(&state.partitions, &skip, limit).await;
+        // rows, the oldest, would fill the claim: the store leaves them out.
+        let deleting: Vec<i64> = state.deleting.iter().copied().collect();
+        let claimed = self
+            .store
+            .claim(&state.partitions, &skip, &deleting, self.config.batch_size)
+            .await;
         let mut claimed = match claimed {
             Ok(claimed) => {
                 self.stats.store_down_since_ms.store(0, Ordering::Relaxed);
@@ -398,9 +401,6 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
                 return None;
             }
         };
-        claimed.retain(|c| !state.deleting.contains(&c.event.id));
-        // Cutting a batch in id order leaves every key with a prefix of its events.
-        claimed.truncate(self.config.batch_size);
 
         if claimed.is_empty() {
             self.settle(state).await;
@@ -616,7 +616,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
         self.store.park(self.id).await?;
         let claimed = self
             .store
-            .claim(&state.partitions, skip, self.config.batch_size)
+            .claim(&state.partitions, skip, &[], self.config.batch_size)
             .await?;
         if claimed.is_empty() {
             return Ok(None);

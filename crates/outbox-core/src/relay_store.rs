@@ -78,12 +78,14 @@ pub trait RelayStore: Send + Sync + 'static {
     fn release_leases(&self, relay: RelayId) -> impl Future<Output = Result<()>> + Send;
 
     /// The oldest pending events of `partitions`, up to `limit`, in row-id order,
-    /// leaving out the keys in `skip_keys` (as `stream`, `key` pairs) and keys held
-    /// back by a dead letter.
+    /// leaving out the keys in `skip_keys` (as `stream`, `key` pairs), keys held
+    /// back by a dead letter, and the rows in `skip_ids` (published events whose
+    /// delete has not committed yet).
     fn claim(
         &self,
         partitions: &[i16],
         skip_keys: &[(String, String)],
+        skip_ids: &[i64],
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Claimed>>> + Send;
 

@@ -74,6 +74,7 @@ impl RelayStore for SqliteStore {
         &self,
         partitions: &[i16],
         skip_keys: &[(String, String)],
+        skip_ids: &[i64],
         limit: usize,
     ) -> Result<Vec<Claimed>> {
         if !partitions.contains(&0) {
@@ -81,6 +82,7 @@ impl RelayStore for SqliteStore {
         }
         let skip: Vec<String> = skip_keys.iter().map(|(s, k)| format!("{s}\n{k}")).collect();
         let skip = serde_json::to_string(&skip).expect("strings serialize");
+        let skip_ids = serde_json::to_string(skip_ids).expect("integers serialize");
 
         let rows = sqlx::query(concat!(
             "SELECT e.id, e.event_id, e.stream, e.key, e.seq, e.partition, e.event_type, ",
@@ -92,12 +94,14 @@ impl RelayStore for SqliteStore {
             " END AS retry_in_ms ",
             "FROM outbox_events e ",
             "WHERE (e.stream || char(10) || e.key) NOT IN (SELECT value FROM json_each(?1)) ",
+            "AND e.id NOT IN (SELECT value FROM json_each(?3)) ",
             "AND NOT EXISTS (SELECT 1 FROM outbox_dead_letters d ",
             "WHERE d.held AND d.stream = e.stream AND d.key = e.key) ",
             "ORDER BY e.id LIMIT ?2"
         ))
         .bind(skip)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(skip_ids)
         .fetch_all(self.pool())
         .await
         .map_err(|e| map_error(e).context("could not claim events"))?;

@@ -174,9 +174,10 @@ impl RelayStore for AnyStore {
         &self,
         partitions: &[i16],
         skip_keys: &[(String, String)],
+        skip_ids: &[i64],
         limit: usize,
     ) -> Result<Vec<Claimed>> {
-        each!(self, s => s.claim(partitions, skip_keys, limit).await)
+        each!(self, s => s.claim(partitions, skip_keys, skip_ids, limit).await)
     }
 
     async fn complete(&self, relay: RelayId, ids: &[i64], keep: bool) -> Result<u64> {

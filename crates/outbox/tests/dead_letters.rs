@@ -23,7 +23,7 @@ async fn retry_and_discard(store: AnyStore) {
         .maintain_leases(relay, Duration::from_secs(30))
         .await
         .unwrap();
-    let claimed = store.claim(&partitions, &[], 10).await.unwrap();
+    let claimed = store.claim(&partitions, &[], &[], 10).await.unwrap();
     let second = claimed
         .iter()
         .map(|c| c.event.clone())
@@ -89,7 +89,7 @@ async fn retry_and_discard(store: AnyStore) {
     }
 
     // Held: the key's third event is not claimed while its second is dead.
-    let held: Vec<_> = store.claim(&partitions, &[], 10).await.unwrap();
+    let held: Vec<_> = store.claim(&partitions, &[], &[], 10).await.unwrap();
     assert!(
         held.iter()
             .all(|c| c.event.key != "order-1" || c.event.seq == 1)
@@ -104,7 +104,7 @@ async fn retry_and_discard(store: AnyStore) {
             .is_empty()
     );
     let back = store
-        .claim(&partitions, &[], 10)
+        .claim(&partitions, &[], &[], 10)
         .await
         .unwrap()
         .into_iter()

@@ -359,7 +359,7 @@ async fn a_lost_lease_fences_out_the_old_owner() {
         .unwrap();
     assert_eq!(store.status().await.unwrap().dead_lettered, 0);
 
-    let claimed = store.claim(&taken, &[], 100).await.unwrap();
+    let claimed = store.claim(&taken, &[], &[], 100).await.unwrap();
     let claimed: Vec<i64> = claimed.iter().map(|c| c.event.id).collect();
     assert_eq!(
         store.complete(new, &claimed, false).await.unwrap(),
@@ -450,7 +450,7 @@ where
         .await
         .unwrap();
     let claimed: Vec<Event> = store
-        .claim(&held, &[], 100)
+        .claim(&held, &[], &[], 100)
         .await
         .unwrap()
         .into_iter()
