@@ -240,6 +240,9 @@ struct LoopState {
     prune_task: Option<JoinHandle<()>>,
     /// Kept events deleted since their space was last reclaimed.
     pruned: Arc<AtomicU64>,
+    /// The next batch, claimed while the previous one was published; used only
+    /// if that one was published whole and the leases did not change since.
+    prefetched: Option<Vec<Claimed>>,
 }
 
 impl LoopState {
@@ -262,6 +265,7 @@ impl LoopState {
             next_prune: now,
             prune_task: None,
             pruned: Arc::default(),
+            prefetched: None,
         }
     }
 
@@ -382,23 +386,30 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
 
         state.retry_at.retain(|_, at| *at > now);
         let skip: Vec<(String, String)> = state.retry_at.keys().cloned().collect();
-        // The delete of the previous batch may not have committed yet, and its
-        // rows, the oldest, would fill the claim: the store leaves them out.
-        let deleting: Vec<i64> = state.deleting.iter().copied().collect();
-        let claimed = self
-            .store
-            .claim(&state.partitions, &skip, &deleting, self.config.batch_size)
-            .await;
-        let mut claimed = match claimed {
-            Ok(claimed) => {
-                self.stats.store_down_since_ms.store(0, Ordering::Relaxed);
-                claimed
-            }
-            Err(err) => {
-                tracing::warn!(relay_id = %self.id, error = %err.chain(), "could not claim events");
-                RelayStats::outage(&self.stats.store_down_since_ms);
-                self.pause(state);
-                return None;
+        let mut claimed = match state.prefetched.take() {
+            Some(batch) => batch,
+            None => {
+                // The delete of the previous batch may not have committed yet,
+                // and its rows, the oldest, would fill the claim: the store
+                // leaves them out.
+                let deleting: Vec<i64> = state.deleting.iter().copied().collect();
+                let claimed = self
+                    .store
+                    .claim(&state.partitions, &skip, &deleting, self.config.batch_size)
+                    .await;
+                match claimed {
+                    Ok(claimed) => {
+                        self.stats.store_down_since_ms.store(0, Ordering::Relaxed);
+                        claimed
+                    }
+                    Err(err) => {
+                        let error = err.chain();
+                        tracing::warn!(relay_id = %self.id, %error, "could not claim events");
+                        RelayStats::outage(&self.stats.store_down_since_ms);
+                        self.pause(state);
+                        return None;
+                    }
+                }
             }
         };
 
@@ -453,11 +464,30 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             lease_deadline: state.lease_deadline,
             broker_down: AtomicBool::new(false),
         };
-        let outcomes: Vec<KeyOutcome> = stream::iter(group_by_key(claimed, |c| &c.event))
+        // A full batch means more may be waiting: claim the next one while this
+        // one is published, leaving out this batch and the rows being deleted.
+        // It is used only if this batch is published whole, so no key can
+        // overtake an event of its own that failed or was not sent.
+        let prefetch = (batch_size == self.config.batch_size).then(|| {
+            let mut exclude: Vec<i64> = state.deleting.iter().copied().collect();
+            exclude.extend(claimed.iter().map(|c| c.event.id));
+            exclude
+        });
+        let publish = stream::iter(group_by_key(claimed, |c| &c.event))
             .map(|(key, events)| self.publish_key(key, events, &batch, stopping))
             .buffer_unordered(self.config.concurrency.max(1))
-            .collect()
-            .await;
+            .collect::<Vec<KeyOutcome>>();
+        let next = async {
+            match &prefetch {
+                Some(exclude) => Some(
+                    self.store
+                        .claim(&state.partitions, &skip, exclude, self.config.batch_size)
+                        .await,
+                ),
+                None => None,
+            }
+        };
+        let (outcomes, next) = tokio::join!(publish, next);
 
         let mut done = Vec::with_capacity(batch_size);
         for outcome in outcomes {
@@ -467,6 +497,13 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             }
         }
         tracing::debug!(relay_id = %self.id, batch_size, published = done.len(), "published batch");
+        let whole = done.len() == batch_size && !stopping.load(Ordering::Relaxed);
+        if let Some(Ok(next)) = next
+            && whole
+            && !next.is_empty()
+        {
+            state.prefetched = Some(next);
+        }
 
         if batch.broker_down.load(Ordering::Relaxed) {
             RelayStats::outage(&self.stats.broker_down_since_ms);
@@ -628,6 +665,8 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
     /// Renews and rebalances the leases. Waits for in-flight deletes first, as
     /// partitions given up must have no work left behind.
     async fn maintain(&self, state: &mut LoopState) -> Result<()> {
+        // The leases may change: a batch claimed under the old ones is dropped.
+        state.prefetched = None;
         self.settle(state).await;
         let ttl = self.config.lease_ttl;
         let started = Instant::now();
@@ -647,6 +686,7 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
 
     /// Backs off after a batch that found the broker or the database down.
     fn pause(&self, state: &mut LoopState) {
+        state.prefetched = None;
         state.outages = state.outages.saturating_add(1);
         let delay = self.config.outage_retry.delay(state.outages);
         let pause_ms = delay.as_millis() as u64;

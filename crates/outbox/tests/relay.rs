@@ -15,7 +15,8 @@ use outbox::{
 use serde_json::json;
 use tokio::sync::oneshot;
 
-/// Records every publish; fails every event of `fail_key` with `fail_kind`.
+/// Records every publish; fails every event of `fail_key` with `fail_kind`,
+/// and the event at `fail_once` (key and position) the first time only.
 #[derive(Default)]
 struct Recorder {
     log: Mutex<Vec<(String, i64, String)>>,
@@ -23,6 +24,8 @@ struct Recorder {
     overlaps: Mutex<u64>,
     max_concurrent: Mutex<(usize, usize)>,
     fail_key: Option<(String, ErrorKind)>,
+    fail_once: Option<(String, i64)>,
+    failed_once: Mutex<bool>,
 }
 
 impl Recorder {
@@ -54,6 +57,14 @@ impl Publisher for Recorder {
 
         if let Some((_, kind)) = self.fail_key.as_ref().filter(|(key, _)| *key == event.key) {
             return Err(Error::new(*kind, "refused by the test broker"));
+        }
+        if self.fail_once.as_ref() == Some(&(event.key.clone(), event.seq))
+            && !std::mem::replace(&mut *self.failed_once.lock().unwrap(), true)
+        {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                "refused once by the test broker",
+            ));
         }
         let id = event.event_id.to_string();
         self.log
@@ -434,6 +445,50 @@ impl Publisher for ArcPublisher {
     ) -> impl std::future::Future<Output = outbox::Result<()>> + Send {
         self.0.publish(event)
     }
+}
+
+/// One key, many batches, its fifth event refused once: the relay claims the
+/// next batch while publishing the current one, and must not publish that
+/// batch's events of the key before the refused one goes through.
+async fn a_retried_event_is_not_overtaken_by_the_next_batch<S>(store: S)
+where
+    S: RelayStore + OutboxStore + outbox::TransactionalStore + Clone,
+{
+    enqueue_many(&store, 60, 1).await;
+    let recorder = std::sync::Arc::new(Recorder {
+        fail_once: Some(("key-0".into(), 5)),
+        ..Recorder::default()
+    });
+    let config = RelayConfig {
+        batch_size: 10,
+        ..config()
+    };
+    let relay = Relay::new(store.clone(), ArcPublisher(recorder.clone()), config);
+    run_until_drained(&store, relay).await;
+
+    assert!(
+        *recorder.failed_once.lock().unwrap(),
+        "the event was refused"
+    );
+    let log = recorder.log.lock().unwrap().clone();
+    assert_in_order(&log, 1, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_retried_event_is_not_overtaken() {
+    let file = outbox_testkit::SqliteFile::new();
+    let store = SqliteStore::new(file.pool().await, Default::default());
+    store.migrate().await.unwrap();
+    a_retried_event_is_not_overtaken_by_the_next_batch(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_retried_event_is_not_overtaken() {
+    let Some((pg, store)) = pg_store("postgres_retried_event_is_not_overtaken").await else {
+        return;
+    };
+    a_retried_event_is_not_overtaken_by_the_next_batch(store).await;
+    pg.drop().await;
 }
 
 /// Completing with `keep` moves events into the published log under the
