@@ -3,7 +3,9 @@
 //! The payload is the message body. Every context attribute travels as a `ce-`
 //! header except the media type, which is `Content-Type`; the event id is also
 //! `Nats-Msg-Id`, which JetStream deduplicates on. The event's own headers go along
-//! unchanged unless they collide with one of these.
+//! unchanged unless they collide with one of these. An event header named
+//! `Nats-…` is refused: JetStream acts on such headers (`Nats-Expected-…` checks,
+//! `Nats-Rollup` purges a subject), and an event's data must not steer the stream.
 
 use std::str::FromStr;
 
@@ -26,9 +28,10 @@ pub(crate) struct MessageHeaders {
 /// Builds the headers of `event`'s message, with `source` as its CloudEvents source.
 ///
 /// An event header whose name matches one the binding sets (ignoring case) is
-/// replaced by the binding's value. A name or value that NATS cannot carry fails
-/// with [`ErrorKind::Permanent`]; stores refuse such headers before writing, so
-/// this only meets events built by hand.
+/// replaced by the binding's value. A header named `Nats-…` (ignoring case), and
+/// a name or value that NATS cannot carry, fail with [`ErrorKind::Permanent`];
+/// stores refuse the latter before writing, so that only meets events built by
+/// hand.
 pub(crate) fn headers(event: &Event, source: &str) -> Result<MessageHeaders> {
     let attributes = CloudEventAttributes::of(event, source);
     let mut own: Vec<(String, String)> = vec![
@@ -49,6 +52,15 @@ pub(crate) fn headers(event: &Event, source: &str) -> Result<MessageHeaders> {
         wire_len: "NATS/1.0\r\n\r\n".len(),
     };
     for (name, value) in &event.headers {
+        if name.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("nats-")) {
+            return Err(Error::new(
+                ErrorKind::Permanent,
+                format!(
+                    "event header {name:?} is refused: headers named Nats-… are \
+                     instructions to JetStream, not event data"
+                ),
+            ));
+        }
         if !own.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
             headers.insert(name, value)?;
         }
@@ -160,6 +172,16 @@ mod tests {
             Some(event.event_id.to_string().as_str())
         );
         assert_eq!(value(&headers, "Content-Type"), Some("application/json"));
+    }
+
+    #[test]
+    fn event_headers_for_jetstream_are_refused() {
+        for name in ["Nats-Rollup", "nats-expected-last-sequence", "NATS-MSG-ID"] {
+            let err = headers(&event(&[(name, "x")]), "/s").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Permanent, "{name}");
+            assert!(err.message().contains(name), "{}", err.message());
+        }
+        assert!(headers(&event(&[("natsy", "x"), ("x-nats-note", "y")]), "/s").is_ok());
     }
 
     #[test]
