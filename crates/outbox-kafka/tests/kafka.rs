@@ -8,13 +8,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::future::join_all;
 use outbox_core::{
-    Consumer, Delivery, ErrorKind, Event, EventId, Headers, Payload, Publisher, ReceivedEvent,
+    Consumer, Delivery, ErrorKind, Event, EventId, Payload, Publisher, ReceivedEvent,
     format_sequence,
 };
 use outbox_kafka::{KafkaConsumer, KafkaConsumerOptions, KafkaOptions, KafkaPublisher};
+use outbox_testkit::stored_event as event;
 use outbox_testkit::{KafkaFixture, KafkaServer, kafka};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -31,25 +31,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// 45 s), so the tests keep it short. A Kafka broker refuses values below its
 /// `group.min.session.timeout.ms`, 6 s unless lowered.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
-
-fn event(stream: &str, key: &str, seq: i64, event_type: &str) -> Event {
-    let body = format!(r#"{{"key":"{key}","seq":{seq}}}"#);
-    let mut headers = Headers::new();
-    headers.insert("tenant".into(), format!("tenant-of-{key}"));
-    Event {
-        id: seq,
-        event_id: EventId::new(),
-        stream: stream.to_owned(),
-        key: key.to_owned(),
-        seq,
-        partition: 0,
-        event_type: event_type.to_owned(),
-        payload: Payload::bytes(Payload::JSON, body),
-        headers,
-        created_at: Utc::now(),
-        attempts: 0,
-    }
-}
 
 async fn bounded<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, future)

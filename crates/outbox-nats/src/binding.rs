@@ -52,7 +52,10 @@ pub(crate) fn headers(event: &Event, source: &str) -> Result<MessageHeaders> {
         wire_len: "NATS/1.0\r\n\r\n".len(),
     };
     for (name, value) in &event.headers {
-        if name.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("nats-")) {
+        if name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("nats-"))
+        {
             return Err(Error::new(
                 ErrorKind::Permanent,
                 format!(

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
-use chrono::Utc;
 use futures::StreamExt;
-use outbox_core::{ErrorKind, Event, EventId, Headers, Payload, Publisher, format_sequence};
+use outbox_core::{ErrorKind, Event, Payload, Publisher, format_sequence};
 use outbox_nats::{NatsOptions, NatsPublisher};
+use outbox_testkit::stored_event as event;
 use outbox_testkit::{NatsFixture, NatsServer, nats, unique_stream_name};
 
 /// The bound on every wait in these tests.
@@ -20,25 +20,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// JetStream's default duplicate window, used for every stream here.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-
-fn event(stream: &str, key: &str, seq: i64, event_type: &str) -> Event {
-    let body = format!(r#"{{"key":"{key}","seq":{seq}}}"#);
-    let mut headers = Headers::new();
-    headers.insert("tenant".into(), format!("tenant-of-{key}"));
-    Event {
-        id: seq,
-        event_id: EventId::new(),
-        stream: stream.to_owned(),
-        key: key.to_owned(),
-        seq,
-        partition: 0,
-        event_type: event_type.to_owned(),
-        payload: Payload::bytes(Payload::JSON, body),
-        headers,
-        created_at: Utc::now(),
-        attempts: 0,
-    }
-}
 
 async fn connect(url: &str, ack_timeout: Duration) -> NatsPublisher {
     let options = NatsOptions {

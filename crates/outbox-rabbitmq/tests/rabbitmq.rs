@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
@@ -24,6 +23,7 @@ use outbox_core::{
 use outbox_rabbitmq::{
     QueueSpec, RabbitConsumer, RabbitConsumerOptions, RabbitOptions, RabbitPublisher, declare_queue,
 };
+use outbox_testkit::stored_event as event;
 use outbox_testkit::{RabbitFixture, close_connections_named, rabbitmq};
 
 /// The bound on every wait in these tests.
@@ -31,25 +31,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// How long a test waits to conclude that no further message comes.
 const QUIET: Duration = Duration::from_millis(500);
-
-fn event(stream: &str, key: &str, seq: i64, event_type: &str) -> Event {
-    let body = format!(r#"{{"key":"{key}","seq":{seq}}}"#);
-    let mut headers = Headers::new();
-    headers.insert("tenant".into(), format!("tenant-of-{key}"));
-    Event {
-        id: seq,
-        event_id: EventId::new(),
-        stream: stream.to_owned(),
-        key: key.to_owned(),
-        seq,
-        partition: 0,
-        event_type: event_type.to_owned(),
-        payload: Payload::bytes(Payload::JSON, body),
-        headers,
-        created_at: Utc::now(),
-        attempts: 0,
-    }
-}
 
 async fn bounded<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, future)

@@ -8,12 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::StreamExt;
-use outbox_core::{
-    Consumer, Delivery, ErrorKind, Event, EventId, Headers, Payload, Publisher, ReceivedEvent,
-};
+use outbox_core::{Consumer, Delivery, ErrorKind, Event, Publisher, ReceivedEvent};
 use outbox_redis::{RedisConsumer, RedisConsumerOptions, RedisOptions, RedisPublisher};
+use outbox_testkit::stored_event as event;
 use outbox_testkit::{RedisServer, redis};
 use redis::aio::MultiplexedConnection;
 
@@ -25,25 +23,6 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// A stream entry as the raw client reads it: id and flat field list.
 type RawEntry = (String, Vec<Vec<u8>>);
-
-fn event(stream: &str, key: &str, seq: i64, event_type: &str) -> Event {
-    let body = format!(r#"{{"key":"{key}","seq":{seq}}}"#);
-    let mut headers = Headers::new();
-    headers.insert("tenant".into(), format!("tenant-of-{key}"));
-    Event {
-        id: seq,
-        event_id: EventId::new(),
-        stream: stream.to_owned(),
-        key: key.to_owned(),
-        seq,
-        partition: 0,
-        event_type: event_type.to_owned(),
-        payload: Payload::bytes(Payload::JSON, body),
-        headers,
-        created_at: Utc::now(),
-        attempts: 0,
-    }
-}
 
 async fn bounded<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, future)

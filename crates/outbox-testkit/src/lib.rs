@@ -16,6 +16,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions};
 
+mod event;
+pub use event::stored_event;
+
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]

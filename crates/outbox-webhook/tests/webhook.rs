@@ -17,15 +17,15 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use outbox_core::{
-    Consumer, Delivery, ErrorKind, Event, EventId, Headers, NewEvent, OutboxStore, Payload,
-    Publisher, ReceivedEvent, Relay, RelayConfig, Result, RetryPolicy, Status, format_sequence,
+    Consumer, Delivery, ErrorKind, Event, EventId, NewEvent, OutboxStore, Payload, Publisher,
+    ReceivedEvent, Relay, RelayConfig, Result, RetryPolicy, Status, format_sequence,
 };
 use outbox_sqlite::SqliteStore;
 use outbox_testkit::SqliteFile;
+use outbox_testkit::stored_event as event;
 use outbox_webhook::{
     ReceiverOptions, WebhookOptions, WebhookPublisher, WebhookReceiver, WebhookSecret, sign,
 };
@@ -44,24 +44,6 @@ const KEY: &[u8] = b"the key these tests share, 32 b.";
 
 fn secret() -> WebhookSecret {
     WebhookSecret::from_bytes(KEY).unwrap()
-}
-
-fn event(stream: &str, key: &str, seq: i64, event_type: &str) -> Event {
-    let mut headers = Headers::new();
-    headers.insert("tenant".into(), format!("tenant-of-{key}"));
-    Event {
-        id: seq,
-        event_id: EventId::new(),
-        stream: stream.to_owned(),
-        key: key.to_owned(),
-        seq,
-        partition: 0,
-        event_type: event_type.to_owned(),
-        payload: Payload::bytes(Payload::JSON, format!(r#"{{"key":"{key}","seq":{seq}}}"#)),
-        headers,
-        created_at: Utc::now(),
-        attempts: 0,
-    }
 }
 
 async fn bounded<T>(future: impl Future<Output = T>) -> T {
