@@ -9,6 +9,11 @@ use crate::Event;
 /// The CloudEvents specification version the attributes follow.
 pub const SPEC_VERSION: &str = "1.0";
 
+/// The CloudEvents `source` every publisher uses unless configured otherwise:
+/// `/outbox/` followed by the event's stream, so an `orders` event has the
+/// source `/outbox/orders`.
+pub const DEFAULT_SOURCE_TEMPLATE: &str = "/outbox/{stream}";
+
 /// The CloudEvents context attributes of one event, in a fixed order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudEventAttributes {

@@ -27,7 +27,9 @@ pub mod telemetry;
 mod template;
 pub mod trace;
 
-pub use cloudevents::{CloudEventAttributes, SPEC_VERSION, format_sequence};
+pub use cloudevents::{
+    CloudEventAttributes, DEFAULT_SOURCE_TEMPLATE, SPEC_VERSION, format_sequence,
+};
 pub use consumer::{Acknowledge, BoxFuture, Consumer, Delivery, ReceivedEvent};
 pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterStore};
 pub use error::{Error, ErrorKind, Result};

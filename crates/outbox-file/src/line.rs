@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 /// The `source` attribute used unless one is configured: `{stream}` is replaced
 /// by each event's stream, so an `orders` event has the source `/outbox/orders`.
-pub const DEFAULT_SOURCE: &str = "/outbox/{stream}";
+pub const DEFAULT_SOURCE: &str = outbox_core::DEFAULT_SOURCE_TEMPLATE;
 
 /// The placeholder of a source template that stands for the event's stream.
 const STREAM_PLACEHOLDER: &str = "{stream}";

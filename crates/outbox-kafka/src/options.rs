@@ -20,8 +20,7 @@ pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 /// The default topic rule: one topic per outbox stream, named like it.
 pub const DEFAULT_TOPIC_TEMPLATE: &str = "{stream}";
 
-/// The default CloudEvents `source`: `/outbox/` followed by the outbox stream.
-pub const DEFAULT_SOURCE_TEMPLATE: &str = "/outbox/{stream}";
+pub use outbox_core::DEFAULT_SOURCE_TEMPLATE;
 
 /// The default consumer group.
 pub const DEFAULT_GROUP_ID: &str = "outbox";

@@ -17,8 +17,7 @@ pub const DEFAULT_URL: &str = "mqtt://127.0.0.1:1883";
 /// per stream (see the crate documentation on ordering).
 pub const DEFAULT_TOPIC_TEMPLATE: &str = "outbox/{stream}";
 
-/// The default CloudEvents `source`: `/outbox/` followed by the outbox stream.
-pub const DEFAULT_SOURCE_TEMPLATE: &str = "/outbox/{stream}";
+pub use outbox_core::DEFAULT_SOURCE_TEMPLATE;
 
 /// The default subscription of the consumer: every topic under `outbox/`.
 pub const DEFAULT_TOPIC_FILTER: &str = "outbox/#";

@@ -14,8 +14,7 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 /// The default subject rule: the outbox stream, a dot, the event type.
 pub const DEFAULT_SUBJECT_TEMPLATE: &str = "{stream}.{type}";
 
-/// The default CloudEvents `source`: `/outbox/` followed by the outbox stream.
-pub const DEFAULT_SOURCE_TEMPLATE: &str = "/outbox/{stream}";
+pub use outbox_core::DEFAULT_SOURCE_TEMPLATE;
 
 /// How to reach NATS and how to name what is published.
 ///

@@ -18,8 +18,7 @@ pub const DEFAULT_EXCHANGE_TEMPLATE: &str = "outbox";
 /// The default routing key: the outbox stream, a dot, the event type.
 pub const DEFAULT_ROUTING_KEY_TEMPLATE: &str = "{stream}.{type}";
 
-/// The default CloudEvents `source`: `/outbox/` followed by the outbox stream.
-pub const DEFAULT_SOURCE_TEMPLATE: &str = "/outbox/{stream}";
+pub use outbox_core::DEFAULT_SOURCE_TEMPLATE;
 
 /// How to reach RabbitMQ and how to name what is published.
 ///

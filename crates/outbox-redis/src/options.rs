@@ -13,8 +13,7 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// The default stream key rule: `outbox:` followed by the outbox stream.
 pub const DEFAULT_STREAM_TEMPLATE: &str = "outbox:{stream}";
 
-/// The default CloudEvents `source`: `/outbox/` followed by the outbox stream.
-pub const DEFAULT_SOURCE_TEMPLATE: &str = "/outbox/{stream}";
+pub use outbox_core::DEFAULT_SOURCE_TEMPLATE;
 
 /// How the publisher reaches Redis and names what it writes.
 ///

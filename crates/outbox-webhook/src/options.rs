@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use crate::signature::{DEFAULT_TOLERANCE, WebhookSecret};
 
-/// The default CloudEvents `source`: `/outbox/` followed by the outbox stream.
-pub const DEFAULT_SOURCE_TEMPLATE: &str = "/outbox/{stream}";
+pub use outbox_core::DEFAULT_SOURCE_TEMPLATE;
 
 /// Where the webhook publisher sends events and how it signs them.
 ///
