@@ -25,7 +25,11 @@ pub struct Enqueued {
 pub struct Status {
     /// Events committed and not yet published.
     pub pending: u64,
-    /// Age of the oldest pending event, by the database's clock.
+    /// Age of the pending event the relay takes next (the lowest row id), by
+    /// the database's clock. Found through the primary key, so reading it costs
+    /// the same on a backlog of any size. It can be a little younger than the
+    /// oldest row: `created_at` is when the writer's transaction began, and a
+    /// transaction that began earlier may have inserted later.
     #[serde(rename = "oldest_pending_age_seconds", serialize_with = "seconds")]
     pub oldest_pending_age: Option<Duration>,
     /// Events moved to the dead letters and not yet retried or discarded.

@@ -61,8 +61,8 @@ impl Statements {
             .into(),
             status: format!(
                 "SELECT (SELECT count(*) FROM {s}.events) AS pending, \
-                        (SELECT extract(epoch FROM now() - min(created_at))::float8 \
-                           FROM {s}.events) AS oldest_age, \
+                        (SELECT extract(epoch FROM now() - created_at)::float8 \
+                           FROM {s}.events ORDER BY id LIMIT 1) AS oldest_age, \
                         (SELECT count(*) FROM {s}.dead_letters) AS dead_lettered, \
                         (SELECT max(version) FROM {s}.schema_migrations) AS version"
             )

@@ -211,7 +211,7 @@ impl OutboxStore for SqliteStore {
         let row = sqlx::query(
             "SELECT (SELECT count(*) FROM outbox_events) AS pending, \
                     (SELECT CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER) \
-                            - min(created_at) FROM outbox_events) AS oldest_age_ms, \
+                            - created_at FROM outbox_events ORDER BY id LIMIT 1) AS oldest_age_ms, \
                     (SELECT count(*) FROM outbox_dead_letters) AS dead_lettered, \
                     (SELECT max(version) FROM outbox_schema_migrations) AS version",
         )
