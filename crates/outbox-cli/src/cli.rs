@@ -61,6 +61,7 @@ pub enum Command {
     /// sends each selected event again under its own id, each key in its
     /// original order, through the publisher the relay's settings name; it
     /// leaves the outbox and the relay alone.
+    #[command(mut_args(crate::replay::hide_relay_only))]
     Replay(Box<crate::replay::ReplayArgs>),
     /// Look at, retry or discard events whose publication gave up.
     #[command(subcommand)]

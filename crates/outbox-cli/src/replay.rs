@@ -48,6 +48,36 @@ pub struct ReplayArgs {
     pub relay: RelayArgs,
 }
 
+/// The relay's settings a replay reads but does not use: the relay's loop, its
+/// HTTP endpoints and alerts. They stay accepted, so that a replay can share the
+/// relay's environment and config file, and are left out of `--help`.
+const RELAY_ONLY: &[&str] = &[
+    "http_listen",
+    "admin_token",
+    "status_interval_seconds",
+    "alerts",
+    "alert_lag_seconds",
+    "alert_for_seconds",
+    "alert_broker_seconds",
+    "alert_stall_seconds",
+    "alert_webhook",
+    "lease_seconds",
+    "poll_interval_ms",
+    "max_attempts",
+    "dead_letter_policy",
+    "shutdown_grace_seconds",
+    "keep_published",
+];
+
+/// Hides the relay-only settings from `outbox replay --help`.
+pub fn hide_relay_only(arg: clap::Arg) -> clap::Arg {
+    if RELAY_ONLY.contains(&arg.get_id().as_str()) {
+        arg.hide(true)
+    } else {
+        arg
+    }
+}
+
 /// A span of time: a number of seconds, or a number with `s`, `m`, `h` or `d`.
 pub fn parse_span(name: &str, text: &str) -> Result<Duration> {
     let text = text.trim();
@@ -188,6 +218,33 @@ async fn dry_run<L: PublishedLog>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_leaves_out_exactly_the_relay_only_settings() {
+        use clap::CommandFactory;
+        let cli = crate::cli::Cli::command();
+        let replay = cli.find_subcommand("replay").expect("replay subcommand");
+        for name in RELAY_ONLY {
+            let arg = replay.get_arguments().find(|a| a.get_id() == *name);
+            assert!(
+                arg.is_some_and(|a| a.is_hide_set()),
+                "{name} is not a hidden argument"
+            );
+        }
+        for shown in [
+            "since",
+            "database_url",
+            "publisher",
+            "batch_size",
+            "concurrency",
+        ] {
+            let arg = replay
+                .get_arguments()
+                .find(|a| a.get_id() == shown)
+                .unwrap();
+            assert!(!arg.is_hide_set(), "{shown} is hidden");
+        }
+    }
 
     #[test]
     fn spans_take_units_and_refuse_nonsense() {
