@@ -56,9 +56,6 @@ pub struct Fixture {
 /// figures.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Experiments {
-    /// Claims leave out rows whose delete is in flight; see
-    /// [`MeteredStore::skipping_deletes`].
-    pub skip_deleting: bool,
     /// The relay's connections commit with `synchronous_commit = off`, so a
     /// delete of published rows does not wait for a WAL flush.
     pub async_commit: bool,
@@ -146,9 +143,6 @@ impl Fixture {
             self.store(8).await?
         };
         let (mut store, store_meter) = MeteredStore::new(store);
-        if experiments.skip_deleting {
-            store = store.skipping_deletes();
-        }
         if experiments.no_notify {
             store = store.polling_only();
         }

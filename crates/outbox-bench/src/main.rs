@@ -48,8 +48,6 @@ enum Measurement {
 /// A change to the relay's wiring, tried for comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Experiment {
-    /// Claims leave out rows whose delete is still in flight.
-    SkipDeleting,
     /// The relay's connections commit with `synchronous_commit = off`.
     AsyncCommit,
     /// The relay polls and never parks, so writers never send NOTIFY.
@@ -215,7 +213,6 @@ async fn run(args: Args) -> BenchResult<()> {
         machine["nats"].as_str().unwrap_or("?")
     );
     let experiments = Experiments {
-        skip_deleting: args.experiment.contains(&Experiment::SkipDeleting),
         async_commit: args.experiment.contains(&Experiment::AsyncCommit),
         no_notify: args.experiment.contains(&Experiment::NoNotify),
         no_relay: args.experiment.contains(&Experiment::NoRelay),
@@ -224,7 +221,6 @@ async fn run(args: Args) -> BenchResult<()> {
         .experiment
         .iter()
         .map(|e| match e {
-            Experiment::SkipDeleting => "skip-deleting",
             Experiment::AsyncCommit => "async-commit",
             Experiment::NoNotify => "no-notify",
             Experiment::NoRelay => "no-relay",

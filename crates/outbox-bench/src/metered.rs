@@ -11,7 +11,6 @@
 //! is still in flight (see [`MeteredStore::skipping_deletes`]), and polling
 //! instead of parking (see [`MeteredStore::polling_only`]).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,8 +100,6 @@ pub fn round2(x: f64) -> f64 {
 pub struct MeteredStore<S> {
     inner: S,
     meter: Arc<StoreMeter>,
-    /// Ids being deleted, when claims leave them out.
-    deleting: Option<Mutex<HashSet<i64>>>,
     /// Whether parking is skipped and waiting is a plain sleep.
     polling: bool,
 }
@@ -115,23 +112,10 @@ impl<S: RelayStore> MeteredStore<S> {
             MeteredStore {
                 inner,
                 meter: meter.clone(),
-                deleting: None,
                 polling: false,
             },
             meter,
         )
-    }
-
-    /// Makes every claim leave out the rows whose delete is in flight, asking
-    /// the store for that many more rows so that a full batch remains.
-    ///
-    /// The relay claims its next batch while the previous one's delete runs;
-    /// the claim still sees those rows, counts them against its limit, and the
-    /// relay then drops them. This tries, without changing the relay, what a
-    /// claim that excludes them would gain.
-    pub fn skipping_deletes(mut self) -> Self {
-        self.deleting = Some(Mutex::new(HashSet::new()));
-        self
     }
 
     /// Makes the relay poll instead of waiting for a NOTIFY: parking does
@@ -139,13 +123,6 @@ impl<S: RelayStore> MeteredStore<S> {
     pub fn polling_only(mut self) -> Self {
         self.polling = true;
         self
-    }
-
-    fn deleting_now(&self) -> HashSet<i64> {
-        self.deleting
-            .as_ref()
-            .map(|d| d.lock().expect("deleting lock").clone())
-            .unwrap_or_default()
     }
 }
 
@@ -171,16 +148,10 @@ impl<S: RelayStore> RelayStore for MeteredStore<S> {
         limit: usize,
     ) -> Result<Vec<Claimed>> {
         let started = Instant::now();
-        let before = self.deleting_now();
-        let mut claimed = self
+        let claimed = self
             .inner
-            .claim(partitions, skip_keys, skip_ids, limit + before.len())
+            .claim(partitions, skip_keys, skip_ids, limit)
             .await?;
-        if self.deleting.is_some() {
-            let after = self.deleting_now();
-            claimed.retain(|c| !before.contains(&c.event.id) && !after.contains(&c.event.id));
-            claimed.truncate(limit);
-        }
         let sample = ClaimSample {
             took: started.elapsed(),
             rows: claimed.len(),
@@ -195,17 +166,7 @@ impl<S: RelayStore> RelayStore for MeteredStore<S> {
 
     async fn complete(&self, relay: RelayId, ids: &[i64], keep: bool) -> Result<u64> {
         let started = Instant::now();
-        if let Some(deleting) = &self.deleting {
-            deleting.lock().expect("deleting lock").extend(ids);
-        }
-        let deleted = self.inner.complete(relay, ids, keep).await;
-        if let Some(deleting) = &self.deleting {
-            let mut deleting = deleting.lock().expect("deleting lock");
-            for id in ids {
-                deleting.remove(id);
-            }
-        }
-        let deleted = deleted?;
+        let deleted = self.inner.complete(relay, ids, keep).await?;
         let micros = started.elapsed().as_micros() as u64;
         self.meter.completes.fetch_add(1, Ordering::Relaxed);
         self.meter

@@ -10,8 +10,9 @@
 //!
 //! When a token is configured, every route here asks for `Authorization: Bearer
 //! <token>`. The status page itself, `/metrics`, the health checks and
-//! `/api/relay` (counters only) stay open, like a metrics port. The HTTP endpoints refuse to listen on a non-loopback address
-//! without one (see [`check_exposure`]).
+//! `/api/relay` (counters only) stay open, like a metrics port. The HTTP
+//! endpoints refuse to listen on a non-loopback address without one (see
+//! [`check_exposure`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -190,8 +190,9 @@ async fn dry_run<L: PublishedLog>(
         let Some(end) = page.last() else { break };
         after = end.id;
         count += page.len() as u64;
-        first = first.or_else(|| page.first().map(|e| e.created_at));
-        last = page.iter().map(|e| e.created_at).max().max(last);
+        let times = page.iter().map(|e| e.created_at);
+        first = times.clone().chain(first).min();
+        last = times.chain(last).max();
     }
     if json {
         let out = serde_json::json!({

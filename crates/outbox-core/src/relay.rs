@@ -550,10 +550,8 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             }
 
             let event = &claimed.event;
-            let publish = self.publisher.publish(event);
-            let published = tokio::time::timeout(self.config.publish_timeout, publish)
-                .await
-                .unwrap_or_else(|_| Err(Error::new(ErrorKind::Unavailable, "publish timed out")));
+            let published =
+                publish_within(self.publisher.as_ref(), event, self.config.publish_timeout).await;
             match published {
                 Ok(()) => {
                     telemetry::published(event, self.publisher.name());
@@ -818,6 +816,18 @@ impl<S: RelayStore, P: Publisher + 'static> Relay<S, P> {
             }
         }));
     }
+}
+
+/// Publishes `event`, counting no acknowledgement within `limit` as the broker
+/// being unavailable.
+pub(crate) async fn publish_within<P: Publisher>(
+    publisher: &P,
+    event: &Event,
+    limit: Duration,
+) -> Result<()> {
+    tokio::time::timeout(limit, publisher.publish(event))
+        .await
+        .unwrap_or_else(|_| Err(Error::new(ErrorKind::Unavailable, "publish timed out")))
 }
 
 /// Splits a batch into keys, keeping each key's events in batch order.

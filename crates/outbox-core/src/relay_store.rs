@@ -150,9 +150,10 @@ pub trait RelayStore: Send + Sync + 'static {
     fn log_is_empty(&self) -> impl Future<Output = Result<bool>> + Send;
 
     /// Makes the space of published events reusable, without blocking writers
-    /// (on PostgreSQL a `VACUUM` of the events table and the published log). The relay calls it after
-    /// every [`crate::RelayConfig::reclaim_every`] published events and when a
-    /// backlog is drained. Stores that need nothing of the kind do nothing.
+    /// (on PostgreSQL a `VACUUM` of the events table and the published log).
+    /// The relay calls it after every [`crate::RelayConfig::reclaim_every`]
+    /// published events and when a backlog is drained. Stores that need nothing
+    /// of the kind do nothing.
     fn reclaim(&self) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }

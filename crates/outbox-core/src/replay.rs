@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::stream;
 
-use crate::relay::group_by_key;
-use crate::{Error, ErrorKind, Event, Publisher, Result, RetryPolicy};
+use crate::relay::{group_by_key, publish_within};
+use crate::{Error, Event, Publisher, Result, RetryPolicy};
 
 /// Which kept events a replay publishes. Every field narrows the selection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,11 @@ pub struct ReplayFilter {
 pub trait PublishedLog: Send + Sync {
     /// Kept events that `filter` selects with a row id above `after`, in row-id
     /// order (which, for each key, is its order of positions), at most `limit`.
+    ///
+    /// The stores walk the primary key from `after` and test each row against
+    /// the filter; there is no index on `created_at`, stream or key, so the
+    /// first read of a replay whose `since` is late in a large log reads every
+    /// kept row before it.
     fn kept(
         &self,
         filter: &ReplayFilter,
@@ -202,10 +207,7 @@ async fn publish_with_retries<P: Publisher>(
 ) -> Result<()> {
     let mut attempt = 1;
     loop {
-        let published = tokio::time::timeout(options.publish_timeout, publisher.publish(event))
-            .await
-            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Unavailable, "publish timed out")));
-        match published {
+        match publish_within(publisher, event, options.publish_timeout).await {
             Ok(()) => return Ok(()),
             Err(err) if err.kind().is_retryable() && attempt < options.max_attempts => {
                 tokio::time::sleep(options.retry.delay(attempt)).await;

@@ -390,7 +390,8 @@ impl RelayStore for PgStore {
         // cut off, so a large table would never shrink back.
         let s = self.schema().quoted();
         let sql = format!(
-            "VACUUM (SKIP_LOCKED, DISABLE_PAGE_SKIPPING, INDEX_CLEANUP ON) {s}.events, {s}.published"
+            "VACUUM (SKIP_LOCKED, DISABLE_PAGE_SKIPPING, INDEX_CLEANUP ON) \
+             {s}.events, {s}.published"
         );
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(self.pool())

@@ -530,7 +530,8 @@ async fn reclaim_shrinks_a_drained_table_whose_last_rows_went_last() {
     run(format!(
         "INSERT INTO {s}.events (stream, key, event_type, payload) \
          SELECT 'orders', 'k' || (g % 100), 'order.created', \
-                convert_to('{{\"n\": ' || g || ', \"pad\": \"' || repeat('x', 100) || '\"}}', 'UTF8') \
+                convert_to('{{\"n\": ' || g || ', \"pad\": \"' \
+                           || repeat('x', 100) || '\"}}', 'UTF8') \
          FROM generate_series(1, 20000) AS g"
     ))
     .await;

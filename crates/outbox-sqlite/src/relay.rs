@@ -120,22 +120,23 @@ impl RelayStore for SqliteStore {
     async fn complete(&self, relay: RelayId, ids: &[i64], keep: bool) -> Result<u64> {
         let ids = serde_json::to_string(ids).expect("integers serialize");
         let relay = relay.to_string();
-        let delete = concat!(
-            "DELETE FROM outbox_events AS e ",
-            "WHERE e.id IN (SELECT value FROM json_each(?2)) AND ",
-            owned!()
-        );
         if !keep {
-            let done = sqlx::query(delete)
-                .bind(&relay)
-                .bind(&ids)
-                .execute(self.pool())
-                .await
-                .map_err(|e| map_error(e).context("could not mark events done"))?;
+            let done = sqlx::query(concat!(
+                "DELETE FROM outbox_events AS e ",
+                "WHERE e.id IN (SELECT value FROM json_each(?2)) AND ",
+                owned!()
+            ))
+            .bind(&relay)
+            .bind(&ids)
+            .execute(self.pool())
+            .await
+            .map_err(|e| map_error(e).context("could not mark events done"))?;
             return Ok(done.rows_affected());
         }
-        // One transaction, taken with the write lock, so the lease seen by the
-        // copy is the lease seen by the delete.
+        // One transaction, taken with the write lock, so no other relay can take
+        // the lease in between. The delete removes exactly the rows copied,
+        // rather than checking the lease again: a lease that ran out between
+        // the two statements would otherwise leave a copy of a pending event.
         let mut tx = self.begin().await?;
         sqlx::query(concat!(
             "INSERT INTO outbox_published (id, event_id, stream, key, seq, partition, ",
@@ -152,12 +153,15 @@ impl RelayStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| map_error(e).context("could not keep published events"))?;
-        let done = sqlx::query(delete)
-            .bind(&relay)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_error(e).context("could not mark events done"))?;
+        let done = sqlx::query(
+            "DELETE FROM outbox_events WHERE id IN ( \
+                 SELECT id FROM outbox_published \
+                 WHERE id IN (SELECT value FROM json_each(?1)))",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_error(e).context("could not mark events done"))?;
         tx.commit().await.map_err(map_error)?;
         Ok(done.rows_affected())
     }
